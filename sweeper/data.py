@@ -1,0 +1,114 @@
+"""MNIST as uint8 tensors on the training device, and batched random affine augmentation.
+
+The whole dataset (47 MB of uint8) is loaded once; batches are cut by index, augmented with one
+`affine_grid` + `grid_sample` call per batch (per-sample random parameters) and normalised on the device.
+No DataLoader or PIL on the hot path: per-sample PIL transforms run at ~2.4k img/s here, as slow as training.
+"""
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torchvision.datasets import MNIST
+
+MEAN, STD = 0.1307, 0.3081
+# name -> (magic number, number of items); images are 28x28 uint8 after a 16-byte header, labels after 8 bytes
+FILES = {
+    "train-images-idx3-ubyte": (2051, 60000),
+    "train-labels-idx1-ubyte": (2049, 60000),
+    "t10k-images-idx3-ubyte": (2051, 10000),
+    "t10k-labels-idx1-ubyte": (2049, 10000),
+}
+
+
+class DataError(Exception):
+    """MNIST is missing or damaged under data.root; the message says which file and how to fix it."""
+
+
+def check_files(root, why=""):
+    """Raise DataError naming the missing, truncated or corrupted raw files; `why` says why a download did not help."""
+    raw = os.path.join(root, "MNIST", "raw")
+    for name, (magic, n) in FILES.items():
+        path = os.path.join(raw, name)
+        if not os.path.isfile(path):
+            missing = [f for f in FILES if not os.path.isfile(os.path.join(raw, f))]
+            raise DataError(
+                f"data.root={root!r}: MNIST not found{why}, expected {', '.join(missing)} in {raw}; "
+                f"point data.root (or MNIST_ROOT) at a folder holding MNIST/raw/, or set data.download=true with internet"
+            )
+        header, item = (16, 28 * 28) if magic == 2051 else (8, 1)
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            got = int.from_bytes(f.read(4), "big")
+        if got != magic or size != header + n * item:
+            raise DataError(
+                f"{path}: corrupted (magic {got}, {size} bytes; expected magic {magic}, {header + n * item} bytes); "
+                f"delete it and download again (data.download=true) or copy a good MNIST/raw/ there"
+            )
+
+
+def load(root, download, train_subset, test_subset, seed, device):
+    """Return ((train_x, train_y), (test_x, test_y)): uint8 images [N, 1, 28, 28] and int64 labels on `device`."""
+    raw, why = os.path.join(root, "MNIST", "raw"), ""
+    if download and not all(os.path.isfile(os.path.join(raw, f)) for f in FILES):
+        try:
+            MNIST(root, train=True, download=True)
+        except Exception as e:  # no internet, no write access, ...: check_files says what is missing
+            # torchvision's message lists every mirror on its own line; the last line holds the cause
+            why = f" and the download failed ({(str(e).strip().splitlines() or [type(e).__name__])[-1]})"
+    check_files(root, why)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for train, subset in ((True, train_subset), (False, test_subset)):
+        ds = MNIST(root, train=train, download=False)
+        x, y = ds.data, ds.targets
+        if subset is not None and subset < len(y):
+            idx = torch.randperm(len(y), generator=g)[:subset]
+            x, y = x[idx], y[idx]
+        out.append((x.unsqueeze(1).contiguous().to(device), y.to(device)))
+    return out
+
+
+def normalize(x):
+    """uint8 [B, 1, 28, 28] -> float, normalised with MNIST's mean and std."""
+    return (x.float() / 255.0 - MEAN) / STD
+
+
+def _uniform(n, lo, hi, g, device):
+    return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
+
+
+def augment(x, aug, g):
+    """Random affine per sample, as torchvision's RandomRotation(pre_rotate) then RandomAffine(...), fill 0.
+
+    `x` is uint8 [B, 1, H, W]; returns normalised float. Works in pixel units, then maps to the
+    [-1, 1] grid that `affine_grid` expects (square images, align_corners=False).
+    """
+    if not (aug.pre_rotate or aug.degrees or aug.translate or aug.shear or aug.scale[0] != 1 or aug.scale[1] != 1):
+        return normalize(x)
+    b, dev = x.shape[0], x.device
+    rad = math.pi / 180
+    pre = _uniform(b, -aug.pre_rotate, aug.pre_rotate, g, dev) * rad
+    rot = _uniform(b, -aug.degrees, aug.degrees, g, dev) * rad
+    shear = _uniform(b, -aug.shear, aug.shear, g, dev) * rad
+    scale = _uniform(b, aug.scale[0], aug.scale[1], g, dev)
+    # translate is a fraction of the image; in grid units the image spans 2
+    tx = _uniform(b, -aug.translate, aug.translate, g, dev) * 2
+    ty = _uniform(b, -aug.translate, aug.translate, g, dev) * 2
+    # forward map M = T * R(rot) * Shear * S * R(pre), as torchvision composes its affine (centre-based)
+    zero, one = torch.zeros(b, device=dev), torch.ones(b, device=dev)
+
+    def mat(a, b_, c, d, e, f):
+        return torch.stack([torch.stack([a, b_, c], -1), torch.stack([d, e, f], -1),
+                            torch.stack([zero, zero, one], -1)], -2)
+
+    r_pre = mat(pre.cos(), -pre.sin(), zero, pre.sin(), pre.cos(), zero)
+    r = mat(rot.cos(), -rot.sin(), tx, rot.sin(), rot.cos(), ty)
+    sh = mat(one, -shear.tan(), zero, zero, one, zero)
+    s = mat(scale, zero, zero, zero, scale, zero)
+    m = r @ sh @ s @ r_pre
+    # grid_sample pulls pixels: output coordinate -> input coordinate is the inverse map
+    theta = torch.linalg.inv(m)[:, :2]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (out / 255.0 - MEAN) / STD

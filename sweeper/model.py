@@ -1,0 +1,58 @@
+"""Two small CNN families for 28x28 MNIST. `width` scales every conv; `dropout` follows every block.
+
+    reference  the seed's shape: 3x3 conv-BN-ReLU-dropout blocks, maxpool + 1x1 transition, GAP, FC (~8.8k at width 10)
+    slim       deeper and narrower: a 1x1 transition after each stage (~8.8k at width 16)
+"""
+from torch import nn
+
+
+def block(cin, cout, dropout, padding=0):
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=padding, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+    )
+
+
+def transition(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+def head(cin):
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 10))
+
+
+def reference(width, dropout):
+    w, d = width, dropout
+    return nn.Sequential(
+        block(1, w, d),           # 28 -> 26
+        block(w, 2 * w, d),       # 26 -> 24
+        nn.MaxPool2d(2),          # 24 -> 12
+        transition(2 * w, w),
+        block(w, w, d),           # 12 -> 10
+        block(w, 2 * w, d),       # 10 -> 8
+        block(2 * w, 2 * w, d),   # 8 -> 6
+        head(2 * w),
+    )
+
+
+def slim(width, dropout):
+    w, d = width, dropout
+    h = max(1, w // 2)
+    return nn.Sequential(
+        block(1, h, d),           # 28 -> 26
+        block(h, w, d),           # 26 -> 24
+        nn.MaxPool2d(2),          # 24 -> 12
+        transition(w, h),
+        block(h, w, d),           # 12 -> 10
+        block(w, w, d),           # 10 -> 8
+        transition(w, h),
+        block(h, w, d, padding=1),  # 8 -> 8
+        block(w, w, d),           # 8 -> 6
+        head(w),
+    )
+
+
+def count_params(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,260 @@
+"""One trial: `python -m sweeper.train [overrides]` composes conf/train.yaml, trains, writes metrics.json.
+
+`train(cfg, out_dir)` is the whole trial, top to bottom: checks, model (rejected over budget before any
+training), optimizer, data, then one plain loop of epochs with an evaluation on the test set after each.
+The Hydra task `main` returns the final test accuracy, the objective a sweeper maximises.
+"""
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from sweeper import data
+from sweeper.model import count_params
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config value outside what is allowed; the message names the key, the value and what is allowed."""
+
+
+class Rejected(Exception):
+    """The composed model has more parameters than budget.max_params; nothing was trained."""
+
+
+class Pruned(Exception):
+    """Raised by the `report` callback when a sweeper decides the trial is hopeless."""
+
+
+class TrialFailed(Exception):
+    """Training broke down (e.g. a non-finite loss); the message names the epoch and step."""
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def is_fraction(v):
+    return is_number(v) and 0 <= v < 1
+
+
+def check(ok, key, value, allowed):
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+_ABSENT = object()
+
+
+def check_config(cfg):
+    """Check every value a trial reads before anything is built; keys an option lacks are skipped."""
+    b = cfg.budget
+    rules = [
+        ("budget.max_params", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
+        ("budget.max_epochs", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
+        ("budget.target_acc", lambda v: is_number(v) and 0 < v <= 1, "must be a fraction in (0, 1]"),
+        ("seed", is_int, "must be an integer"),
+        ("trainer.epochs", lambda v: is_int(v) and 1 <= v <= b.max_epochs,
+         f"must be an integer in [1, budget.max_epochs={b.max_epochs}]"),
+        ("trainer.batch_size", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
+        ("trainer.threads", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
+        ("data.root", lambda v: isinstance(v, str) and v != "", "must be a folder path"),
+        ("data.download", lambda v: isinstance(v, bool), "must be true or false"),
+        ("data.train_subset", lambda v: v is None or (is_int(v) and v > 0), "must be null or an integer > 0"),
+        ("data.test_subset", lambda v: v is None or (is_int(v) and v > 0), "must be null or an integer > 0"),
+        ("model.width", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
+        ("model.dropout", is_fraction, "must be a number in [0, 1)"),
+        ("augment.pre_rotate", lambda v: is_number(v) and 0 <= v <= 180, "must be degrees in [0, 180]"),
+        ("augment.degrees", lambda v: is_number(v) and 0 <= v <= 180, "must be degrees in [0, 180]"),
+        ("augment.shear", lambda v: is_number(v) and 0 <= v < 90, "must be degrees in [0, 90)"),
+        ("augment.translate", is_fraction, "must be a fraction in [0, 1)"),
+        ("augment.scale", lambda v: OmegaConf.is_list(v) and len(v) == 2 and all(is_number(s) and s > 0 for s in v)
+         and v[0] <= v[1], "must be [low, high] with 0 < low <= high"),
+        ("optimizer.lr", lambda v: is_number(v) and v > 0, "must be a number > 0"),
+        ("optimizer.momentum", is_fraction, "must be a number in [0, 1)"),
+        ("optimizer.weight_decay", lambda v: is_number(v) and v >= 0, "must be a number >= 0"),
+        ("scheduler.name", lambda v: v in ("step", "onecycle", "cosine", "none"),
+         "must be one of step, onecycle, cosine, none"),
+        ("scheduler.step_size", lambda v: is_int(v) and v > 0, "must be an integer number of epochs > 0"),
+        ("scheduler.gamma", lambda v: is_number(v) and 0 < v <= 1, "must be a number in (0, 1]"),
+        ("scheduler.pct_start", lambda v: is_number(v) and 0 < v < 1, "must be a number in (0, 1)"),
+        ("scheduler.div_factor", lambda v: is_number(v) and v >= 1, "must be a number >= 1"),
+        ("scheduler.final_div_factor", lambda v: is_number(v) and v >= 1, "must be a number >= 1"),
+        ("scheduler.eta_min", lambda v: is_number(v) and v >= 0, "must be a number >= 0"),
+    ]
+    for key, ok, allowed in rules:
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is not _ABSENT:
+            check(ok(value), key, value, allowed)
+
+
+def pick_device(name):
+    check(name in ("auto", "cpu", "cuda", "mps"), "device", name, "one of auto, cpu, cuda, mps")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    check(name != "cuda" or torch.cuda.is_available(), "device", name, "CUDA is not available here; use auto or cpu")
+    check(name != "mps" or torch.backends.mps.is_available(), "device", name, "MPS is not available here; use auto or cpu")
+    return torch.device(name)
+
+
+def make_scheduler(s, opt, epochs, steps_per_epoch):
+    """Every scheduler is stepped once per batch; optimizer.lr is the starting (or peak, for onecycle) lr."""
+    total = epochs * steps_per_epoch
+    if s.name == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size * steps_per_epoch, gamma=s.gamma)
+    if s.name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=opt.param_groups[0]["lr"], total_steps=total, pct_start=s.pct_start,
+            div_factor=s.div_factor, final_div_factor=s.final_div_factor)
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=s.eta_min)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+
+
+@torch.inference_mode()
+def evaluate(model, x, y, batch_size=2000):
+    model.eval()
+    loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device, dtype=torch.long)
+    for i in range(0, len(y), batch_size):
+        out = model(data.normalize(x[i:i + batch_size]))
+        loss += F.cross_entropy(out, y[i:i + batch_size], reduction="sum")
+        correct += (out.argmax(1) == y[i:i + batch_size]).sum()
+    return loss.item() / len(y), correct.item() / len(y)
+
+
+def write_json(path, obj):
+    """Write to a temp file and rename over `path`: a reader (or a kill) never sees a half-written file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def train(cfg, out_dir, overrides=(), report=None):
+    """Run one trial and write `out_dir/metrics.json` whatever the outcome; return the metrics dict.
+
+    Raises ConfigError, DataError, Rejected, Pruned or TrialFailed after writing metrics.json.
+    `report(epoch, test_acc)` is called after every epoch and may raise Pruned.
+    """
+    t0 = time.time()
+    os.makedirs(out_dir, exist_ok=True)
+    metrics = dict(params=None, status="failed", reason=None, seed=cfg.seed, device=None,
+                   overrides=list(overrides), budget=dict(cfg.budget), epochs=[], best_test_acc=None,
+                   final_test_acc=None, first_epoch_at_target=None, wall_seconds=None)
+    try:
+        _train(cfg, out_dir, metrics, report)
+        metrics["status"] = "ok"
+    except Exception as e:
+        metrics["status"] = {Rejected: "rejected", Pruned: "pruned"}.get(type(e), "failed")
+        metrics["reason"] = str(e) or type(e).__name__
+        raise
+    finally:
+        metrics["wall_seconds"] = round(time.time() - t0, 3)
+        write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    return metrics
+
+
+def _train(cfg, out_dir, metrics, report):
+    check_config(cfg)
+    epochs, batch_size, budget = cfg.trainer.epochs, cfg.trainer.batch_size, cfg.budget
+    torch.set_num_threads(cfg.trainer.threads)
+    device = pick_device(cfg.device)
+    metrics["device"] = str(device)
+
+    torch.manual_seed(cfg.seed)
+    model = instantiate(cfg.model)
+    metrics["params"] = n_params = count_params(model)
+    if n_params > budget.max_params:
+        raise Rejected(f"model has {n_params} parameters, over budget.max_params={budget.max_params}; "
+                       f"lower model.width or raise budget.max_params")
+    model = model.to(device)
+    opt = instantiate(cfg.optimizer, params=model.parameters())
+
+    d = cfg.data
+    (train_x, train_y), (test_x, test_y) = data.load(d.root, d.download, d.train_subset, d.test_subset,
+                                                     cfg.seed, device)
+    steps = math.ceil(len(train_y) / batch_size)
+    sched = make_scheduler(cfg.scheduler, opt, epochs, steps)
+    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    # a host sync per step is free on the CPU; on an accelerator, look for non-finite losses every 50 steps
+    sync_every = 1 if device.type == "cpu" else 50
+    log.info(f"{n_params} params, {len(train_y)} train / {len(test_y)} test images, {epochs} epochs on {device}")
+
+    for epoch in range(1, epochs + 1):
+        t_epoch = time.time()
+        lr = opt.param_groups[0]["lr"]
+        model.train()
+        perm = torch.randperm(len(train_y), generator=g, device=device)
+        losses = torch.zeros(steps, device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", leave=False, disable=None, dynamic_ncols=True)
+        for step in bar:
+            idx = perm[step * batch_size:(step + 1) * batch_size]
+            x, y = data.augment(train_x[idx], cfg.augment, g), train_y[idx]
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses[step] = loss.detach() * len(y)
+            correct += (out.argmax(1) == y).sum()
+            if step % sync_every == 0 or step == steps - 1:
+                seen = losses[:step + 1]
+                if not torch.isfinite(seen).all():
+                    bad = int((~torch.isfinite(seen)).nonzero()[0])
+                    raise TrialFailed(f"non-finite loss at epoch {epoch}, step {bad + 1}/{steps}; "
+                                      f"lower optimizer.lr (now {cfg.optimizer.lr})")
+                if step % 50 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+        train_loss, train_acc = losses.sum().item() / len(train_y), correct.item() / len(train_y)
+        test_loss, test_acc = evaluate(model, test_x, test_y)
+        metrics["epochs"].append(dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
+                                      test_acc=test_acc, lr=lr, seconds=round(time.time() - t_epoch, 3)))
+        metrics["best_test_acc"] = max(metrics["best_test_acc"] or 0.0, test_acc)
+        metrics["final_test_acc"] = test_acc
+        if metrics["first_epoch_at_target"] is None and test_acc >= budget.target_acc:
+            metrics["first_epoch_at_target"] = epoch
+        log.info(f"epoch {epoch:2d}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
+                 f"test loss {test_loss:.4f} acc {test_acc:.4f}  lr {lr:.4g}  {time.time() - t_epoch:.1f}s")
+        if report is not None:
+            report(epoch, test_acc)
+    torch.save(model.state_dict(), os.path.join(out_dir, "model.pt"))
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    hc = HydraConfig.get()
+    try:
+        metrics = train(cfg, hc.runtime.output_dir, hc.overrides.task)
+    except (ConfigError, InstantiationException, data.DataError, Rejected, TrialFailed) as e:
+        if hc.mode == RunMode.MULTIRUN:
+            raise  # the sweeper records the trial as failed (or infeasible) and goes on
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1 if isinstance(e, (Rejected, TrialFailed)) else 2)
+    log.info(f"final test acc {metrics['final_test_acc']:.4f} (best {metrics['best_test_acc']:.4f}), "
+             f"{metrics['params']} params -> {hc.runtime.output_dir}/metrics.json")
+    return metrics["final_test_acc"]
+
+
+if __name__ == "__main__":
+    main()

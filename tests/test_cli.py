@@ -1,0 +1,50 @@
+"""`python -m sweeper.train` as a user types it."""
+import json
+
+import pytest
+
+from conftest import TINY, cli
+
+
+@pytest.mark.slow
+def test_main_command_trains_and_writes_outputs(tmp_path):
+    r = cli("data.train_subset=2000", "data.test_subset=1000", "trainer.epochs=1", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "ok" and m["final_test_acc"] > 0.5
+    assert "data.train_subset=2000" in m["overrides"]
+    assert (tmp_path / "model.pt").exists() and (tmp_path / ".hydra" / "config.yaml").exists()
+    assert "final test acc" in (tmp_path / "train.log").read_text()
+
+
+BAD = [
+    ("model.dropout=1.5", "model.dropout=1.5", "[0, 1)"),
+    ("model.dropout=-0.2", "model.dropout=-0.2", "[0, 1)"),
+    ("model.width=0", "model.width=0", "> 0"),
+    ("trainer.epochs=0", "trainer.epochs=0", "[1, budget.max_epochs=20]"),
+    ("trainer.epochs=25", "trainer.epochs=25", "[1, budget.max_epochs=20]"),
+    ("optimizer.lr=0", "optimizer.lr=0", "> 0"),
+    ("optimizer.lr=-1", "optimizer.lr=-1", "> 0"),
+    ("trainer.batch_size=0", "trainer.batch_size=0", "> 0"),
+    ("model=resnet50", "model/resnet50", "reference"),             # Hydra's own message lists the options
+    ("data.root=/no/such/dir data.download=false", "t10k-images-idx3-ubyte", "MNIST_ROOT"),
+]
+
+
+@pytest.mark.parametrize("args,names,allowed", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_one_clear_line_no_training(tmp_path, args, names, allowed):
+    r = cli(*TINY, *args.split(), f"hydra.run.dir={tmp_path}")
+    assert r.returncode != 0
+    err = r.stderr.strip()
+    assert names in err and allowed in err, err
+    assert "Traceback" not in err and "epoch 1" not in r.stdout + err
+    assert not (tmp_path / "model.pt").exists()
+    if not args.startswith("model="):       # our own errors are one line
+        assert len(err.splitlines()) == 1, err
+
+
+def test_over_budget_cli_names_both_numbers(tmp_path):
+    r = cli(*TINY, "model.width=64", f"hydra.run.dir={tmp_path}")
+    assert r.returncode != 0
+    assert "over budget.max_params=20000" in r.stderr and "model has" in r.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "rejected"

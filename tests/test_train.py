@@ -1,0 +1,65 @@
+"""Tiny real trainings through `train()`: they must learn, repeat exactly, and write the metrics.json schema."""
+import json
+
+import pytest
+import torch
+
+from sweeper.train import Rejected, TrialFailed, train
+
+EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
+
+
+def read(path):
+    return json.loads((path / "metrics.json").read_text())
+
+
+def test_tiny_run_learns_and_writes_schema(tiny, tmp_path):
+    m = train(tiny("trainer.epochs=2"), str(tmp_path), overrides=["trainer.epochs=2"])
+    on_disk = read(tmp_path)
+    assert on_disk == json.loads(json.dumps(m))
+    assert on_disk["status"] == "ok" and on_disk["reason"] is None
+    assert isinstance(on_disk["params"], int) and 3000 < on_disk["params"] < 20000
+    assert on_disk["seed"] == 0 and on_disk["device"] == "cpu" and on_disk["overrides"] == ["trainer.epochs=2"]
+    assert [e["epoch"] for e in on_disk["epochs"]] == [1, 2]
+    for e in on_disk["epochs"]:
+        assert set(e) == EPOCH_KEYS
+        assert 0 <= e["train_acc"] <= 1 and 0 <= e["test_acc"] <= 1 and e["lr"] > 0 and e["seconds"] > 0
+    assert on_disk["final_test_acc"] == on_disk["epochs"][-1]["test_acc"]
+    assert on_disk["best_test_acc"] == max(e["test_acc"] for e in on_disk["epochs"])
+    assert on_disk["first_epoch_at_target"] is None or on_disk["first_epoch_at_target"] in (1, 2)
+    assert on_disk["wall_seconds"] > 0
+    assert on_disk["final_test_acc"] > 0.6, on_disk["epochs"]          # chance is 0.1
+    state = torch.load(tmp_path / "model.pt")
+    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == m["params"]
+
+
+@pytest.mark.parametrize("option", ["model=slim", "optimizer=adamw scheduler=step augment=seed"])
+def test_other_options_learn(tiny, tmp_path, option):
+    m = train(tiny(*option.split(), "trainer.epochs=2"), str(tmp_path))
+    assert m["status"] == "ok" and m["final_test_acc"] > 0.3, m["epochs"]
+
+
+def test_same_seed_same_numbers(tiny, tmp_path):
+    def numbers(m):
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in m["epochs"]]
+    a = train(tiny("data.train_subset=1000"), str(tmp_path / "a"))
+    b = train(tiny("data.train_subset=1000"), str(tmp_path / "b"))
+    c = train(tiny("data.train_subset=1000", "seed=1"), str(tmp_path / "c"))
+    assert numbers(a) == numbers(b)
+    assert numbers(a) != numbers(c)
+
+
+def test_over_budget_is_rejected_before_training(tiny, tmp_path):
+    with pytest.raises(Rejected, match=r"model has \d+ parameters, over budget.max_params=20000"):
+        train(tiny("model.width=40", "data.root=/nonexistent"), str(tmp_path))   # rejected before any data is read
+    m = read(tmp_path)
+    assert m["status"] == "rejected" and m["params"] > 20000 and m["epochs"] == [] and m["final_test_acc"] is None
+    assert str(m["params"]) in m["reason"] and "20000" in m["reason"]
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_non_finite_loss_fails_at_its_step(tiny, tmp_path):
+    with pytest.raises(TrialFailed, match=r"non-finite loss at epoch 1, step \d+/32"):
+        train(tiny("optimizer.lr=1e12", "scheduler=none", "optimizer.nesterov=false"), str(tmp_path))
+    m = read(tmp_path)
+    assert m["status"] == "failed" and "epoch 1, step" in m["reason"] and m["epochs"] == []
