@@ -36,7 +36,7 @@ class Rejected(Exception):
 
 
 class Pruned(Exception):
-    """Raised by the `report` callback when a sweeper decides the trial is hopeless."""
+    """The sweeper's `report` callback said this trial is hopeless; it stops after the epoch it reported."""
 
 
 class TrialFailed(Exception):
@@ -120,8 +120,10 @@ def make_scheduler(s, opt, epochs, steps_per_epoch):
     if s.name == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size * steps_per_epoch, gamma=s.gamma)
     if s.name == "onecycle":
+        # OneCycleLR divides by its warm-up length, pct_start * total - 1, which is 0 on some tiny runs
+        pct = s.pct_start if abs(s.pct_start * total - 1) > 1e-9 else min(2 * s.pct_start, 0.99)
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=opt.param_groups[0]["lr"], total_steps=total, pct_start=s.pct_start,
+            opt, max_lr=opt.param_groups[0]["lr"], total_steps=total, pct_start=pct,
             div_factor=s.div_factor, final_div_factor=s.final_div_factor)
     if s.name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=s.eta_min)
@@ -153,7 +155,7 @@ def train(cfg, out_dir, overrides=(), report=None):
     """Run one trial and write `out_dir/metrics.json` whatever the outcome; return the metrics dict.
 
     Raises ConfigError, DataError, Rejected, Pruned or TrialFailed after writing metrics.json.
-    `report(epoch, test_acc)` is called after every epoch and may raise Pruned.
+    `report(epoch, test_acc)` is called after every epoch; when it returns True the trial stops as pruned.
     """
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
@@ -236,21 +238,25 @@ def _train(cfg, out_dir, metrics, report):
             metrics["first_epoch_at_target"] = epoch
         log.info(f"epoch {epoch:2d}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
                  f"test loss {test_loss:.4f} acc {test_acc:.4f}  lr {lr:.4g}  {time.time() - t_epoch:.1f}s")
-        if report is not None:
-            report(epoch, test_acc)
+        if report is not None and report(epoch, test_acc):
+            raise Pruned(f"pruned after epoch {epoch} of {epochs} (test acc {test_acc:.4f})")
     torch.save(model.state_dict(), os.path.join(out_dir, "model.pt"))
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
+    report = None
+    if hc.mode == RunMode.MULTIRUN or os.environ.get("SWEEPER_TRIAL"):
+        from sweeper.sweep import reporter  # optuna is only needed inside a sweep
+        report = reporter()
     try:
-        metrics = train(cfg, hc.runtime.output_dir, hc.overrides.task)
-    except (ConfigError, InstantiationException, data.DataError, Rejected, TrialFailed) as e:
+        metrics = train(cfg, hc.runtime.output_dir, hc.overrides.task, report)
+    except (ConfigError, InstantiationException, data.DataError, Rejected, Pruned, TrialFailed) as e:
         if hc.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the trial as failed (or infeasible) and goes on
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1 if isinstance(e, (Rejected, TrialFailed)) else 2)
+        sys.exit(1 if isinstance(e, (Rejected, Pruned, TrialFailed)) else 2)
     log.info(f"final test acc {metrics['final_test_acc']:.4f} (best {metrics['best_test_acc']:.4f}), "
              f"{metrics['params']} params -> {hc.runtime.output_dir}/metrics.json")
     return metrics["final_test_acc"]

@@ -99,3 +99,15 @@ def test_data_root_defaults_to_env(monkeypatch):
     assert make_cfg().data.root == "/somewhere/mnist"
     monkeypatch.delenv("MNIST_ROOT")
     assert OmegaConf.to_container(make_cfg().data, resolve=True)["root"] == "data"
+
+
+@pytest.mark.parametrize("option", options("scheduler"))
+@pytest.mark.parametrize("steps", [1, 2, 3, 5, 10])
+def test_schedulers_survive_tiny_runs(option, steps):
+    cfg = make_cfg(f"scheduler={option}", "trainer.epochs=1")
+    opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1, momentum=0.9)
+    sched = make_scheduler(cfg.scheduler, opt, 1, steps)
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] >= 0
