@@ -1,0 +1,214 @@
+"""The Optuna sweeper through the command line, on tiny subsets: discovery, budget, pruning, resume, parallel."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import optuna
+import pytest
+import yaml
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import ROOT, make_cfg, options
+
+pytestmark = pytest.mark.slow
+SEARCH = """\
+# @package _global_
+defaults:
+  - override /hydra/sweeper: mnist_optuna
+  - override /hydra/sweeper/sampler: {sampler}
+  - override /hydra/sweeper/pruner: {pruner}
+data:
+  train_subset: 1000
+  test_subset: 500
+trainer:
+  epochs: {epochs}
+hydra:
+  sweep:
+    dir: {dir}
+  sweeper:
+    study_name: tiny
+    storage: {storage}
+    n_trials: {n_trials}
+    n_jobs: {n_jobs}
+    sampler:
+      seed: {seed}
+    params:
+{params}
+"""
+
+
+def sweep(tmp_path, params, *args, sampler="random", pruner="none", epochs=1, n_trials=3, n_jobs=1, seed=0,
+          storage=True):
+    """Write conf/hparams_search/tiny.yaml into a config dir of the test's own and run it as a user would."""
+    (tmp_path / "conf" / "hparams_search").mkdir(parents=True, exist_ok=True)
+    lines = textwrap.indent("\n".join(f"{k}: {v}" for k, v in params.items()), " " * 6)
+    db = f"sqlite:///{tmp_path}/study.db" if storage else "null"
+    (tmp_path / "conf" / "hparams_search" / "tiny.yaml").write_text(SEARCH.format(
+        sampler=sampler, pruner=pruner, epochs=epochs, dir=tmp_path / "sweep", storage=db, n_trials=n_trials,
+        n_jobs=n_jobs, seed=seed, params=lines))
+    r = subprocess.run([sys.executable, "-m", "sweeper.train", "--multirun", "--config-dir", str(tmp_path / "conf"),
+                        "hparams_search=tiny", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def study(tmp_path):
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/study.db")
+
+
+def counted(s):
+    return [t for t in s.trials if not t.user_attrs.get("uncounted")]
+
+
+def metrics(tmp_path, number):
+    return json.loads((tmp_path / "sweep" / str(number) / "metrics.json").read_text())
+
+
+def test_plugin_is_discovered_and_searches_compose():
+    names = [c.__name__ for c in Plugins.instance().discover(Sweeper)]
+    assert "MnistOptunaSweeper" in names
+    assert set(options("hparams_search")) >= {"budget", "smallest", "pareto"}
+    for option in options("hparams_search"):
+        cfg = make_cfg(f"hparams_search={option}", hydra=True)
+        sw = cfg.hydra.sweeper
+        assert sw._target_.endswith("MnistOptunaSweeper") and sw.params and sw.n_trials > 0
+        assert len(sw.objectives) == (len(sw.direction) if OmegaConf.is_list(sw.direction) else 1)
+        instantiate(sw.sampler), instantiate(sw.pruner)
+    for sampler in ["tpe", "random", "cmaes", "nsgaii", "gp"]:
+        cfg = make_cfg("hparams_search=budget", f"hydra/sweeper/sampler={sampler}", hydra=True)
+        assert isinstance(instantiate(cfg.hydra.sweeper.sampler), optuna.samplers.BaseSampler)
+    for pruner in ["median", "hyperband", "none"]:
+        cfg = make_cfg("hparams_search=budget", f"hydra/sweeper/pruner={pruner}", hydra=True)
+        assert isinstance(instantiate(cfg.hydra.sweeper.pruner), optuna.pruners.BasePruner)
+
+
+def test_tiny_sweep_writes_every_output(tmp_path):
+    sweep(tmp_path, {"model.width": "choice(6, 8, 10)", "optimizer.lr": "tag(log, interval(0.05, 0.3))"},
+          storage=False)
+    out = tmp_path / "sweep"
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert [r["number"] for r in rows] == ["0", "1", "2"]
+    for r in rows:
+        assert r["state"] == "COMPLETE" and r["status"] == "ok" and r["epochs"] == "1"
+        m = metrics(tmp_path, r["number"])
+        assert (out / r["number"] / ".hydra" / "overrides.yaml").exists()
+        assert int(r["param_count"]) == m["params"] and float(r["final_test_acc"]) == m["final_test_acc"]
+        assert f"model.width={r['model.width']}" in m["overrides"]
+    best = yaml.safe_load(open(out / "optimization_results.yaml"))
+    assert best["best_value"] == max(float(r["final_test_acc"]) for r in rows)
+    assert set(best["best_params"]) == {"model.width", "optimizer.lr"}
+
+
+def test_over_budget_trials_are_rejected_untrained_and_infeasible(tmp_path):
+    sweep(tmp_path, {"model.width": "choice(8, 40)"}, sampler="grid", n_trials=2)
+    s = study(tmp_path)
+    by_width = {t.params["model.width"]: t for t in s.trials}
+    big, small = by_width[40], by_width[8]
+    assert big.state == optuna.trial.TrialState.COMPLETE and big.value == 0.0
+    assert big.user_attrs["status"] == "rejected" and big.user_attrs["params"] > 20000
+    assert big.system_attrs["constraints:params_over_budget"] > 0 >= small.system_attrs["constraints:params_over_budget"]
+    m = metrics(tmp_path, big.number)
+    assert m["status"] == "rejected" and m["epochs"] == [] and m["wall_seconds"] < 10
+    assert not (tmp_path / "sweep" / str(big.number) / "model.pt").exists()
+    assert small.value > 0.0 and s.best_trial.number == small.number
+
+
+def test_hopeless_trials_are_pruned(tmp_path):
+    # lr 1e-6 cannot learn in 3 epochs; after two good trials the median rule stops such trials early
+    sweep(tmp_path, {"optimizer.lr": "choice(0.2, 0.15, 0.000001, 0.000002)"}, "scheduler=none",
+          "hydra.sweeper.pruner.n_startup_trials=2", "hydra.sweeper.pruner.n_warmup_steps=0",
+          sampler="grid", pruner="median", epochs=3, n_trials=4, seed=3)
+    s = study(tmp_path)
+    pruned = [t for t in s.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, [(t.number, t.state, t.params, t.intermediate_values) for t in s.trials]
+    for t in pruned:
+        assert t.params["optimizer.lr"] < 1e-3
+        m = metrics(tmp_path, t.number)
+        assert m["status"] == "pruned" and 1 <= len(m["epochs"]) < 3 and "pruned" in m["reason"]
+
+
+def test_resume_continues_the_study(tmp_path):
+    params = {"model.width": "choice(6, 8, 10, 12)", "model.dropout": "interval(0.0, 0.1)"}
+    sweep(tmp_path, params, n_trials=2)
+    first = {n: (tmp_path / "sweep" / str(n) / "metrics.json").read_text() for n in (0, 1)}
+    sweep(tmp_path, params, n_trials=4)
+    s = study(tmp_path)
+    trials = counted(s)
+    assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4        # nothing proposed twice
+    for n, text in first.items():
+        assert (tmp_path / "sweep" / str(n) / "metrics.json").read_text() == text  # old dirs untouched
+    for n in (2, 3):
+        assert metrics(tmp_path, n)["status"] == "ok"
+    sweep(tmp_path, params, n_trials=4)                                          # nothing left to do
+    assert len(counted(study(tmp_path))) == 4
+
+
+def test_failed_trial_does_not_stop_the_sweep(tmp_path):
+    sweep(tmp_path, {"optimizer.lr": "choice(1e12, 0.2)"}, "scheduler=none", "hydra.sweeper.max_failure_rate=0.5",
+          sampler="grid", n_trials=2)
+    s = study(tmp_path)
+    states = {t.params["optimizer.lr"]: t for t in s.trials}
+    assert states[1e12].state == optuna.trial.TrialState.FAIL
+    assert "non-finite loss at epoch 1" in states[1e12].user_attrs["reason"]
+    assert states[0.2].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_official_plugin_search_runs_after_changing_only_the_sweeper_line(tmp_path):
+    # a search written for hydra-optuna-sweeper 1.2 (its docs' form); only `optuna` -> `mnist_optuna` changed
+    official = textwrap.dedent(f"""\
+        # @package _global_
+        defaults:
+          - override /hydra/sweeper: mnist_optuna
+          - override /hydra/sweeper/sampler: tpe
+        hydra:
+          sweep:
+            dir: {tmp_path}/sweep
+          sweeper:
+            sampler:
+              seed: 123
+            direction: maximize
+            study_name: official
+            storage: null
+            n_trials: 2
+            n_jobs: 1
+            max_failure_rate: 0.0
+            params:
+              model: choice(reference, slim)
+              model.width: range(6, 10, step=2)
+              optimizer.lr: tag(log, interval(0.05, 0.3))
+              augment: choice(none, affine)
+        """)
+    (tmp_path / "conf" / "hparams_search").mkdir(parents=True)
+    (tmp_path / "conf" / "hparams_search" / "official.yaml").write_text(official)
+    r = subprocess.run([sys.executable, "-m", "sweeper.train", "--multirun", "--config-dir", str(tmp_path / "conf"),
+                        "hparams_search=official", "data.train_subset=500", "data.test_subset=200",
+                        "trainer.epochs=1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "sweep" / "trials.csv")))
+    assert len(rows) == 2 and all(r["state"] == "COMPLETE" for r in rows)
+    assert all(r["model.width"] in ("6", "8") for r in rows)                 # range's stop is exclusive
+    assert (tmp_path / "sweep" / "optimization_results.yaml").exists()
+
+
+def test_parallel_workers_finish_every_trial(tmp_path):
+    sweep(tmp_path, {"model.width": "choice(6, 8, 10)", "optimizer.lr": "interval(0.05, 0.3)"},
+          pruner="median", n_trials=4, n_jobs=2)
+    s = study(tmp_path)
+    assert len(s.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in s.trials)
+    workers = {t.user_attrs["worker"] for t in s.trials}
+    assert len(workers) == 1                                                   # one sweep process ...
+    for t in s.trials:                                                         # ... running trials in children
+        m = metrics(tmp_path, t.number)
+        assert m["status"] == "ok" and m["final_test_acc"] == t.value
+        assert t.intermediate_values == {1: t.value}                           # reported through the storage
+        assert (tmp_path / "sweep" / str(t.number) / ".hydra" / "config.yaml").exists()
+    starts = sorted((t.datetime_start, t.datetime_complete) for t in s.trials)
+    assert starts[1][0] < starts[0][1]                                         # two ran at once
