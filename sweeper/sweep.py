@@ -38,6 +38,8 @@ from omegaconf import MISSING, ListConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from sweeper.compare import from_metrics, is_hit, new_record
+
 log = logging.getLogger(__name__)
 TRIAL_ENV = "SWEEPER_TRIAL"  # {"storage", "study", "trial_id", "pruner"} for a trial in a worker process
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -198,13 +200,6 @@ def grid_values(key, d):
     return [d.low + i * d.step for i in range(n + 1)]
 
 
-def hit(metrics):
-    b = metrics.get("budget") or {}
-    return (metrics.get("status") == "ok" and (metrics.get("final_test_acc") or 0) >= b.get("target_acc", 0.994)
-            and (metrics.get("params") or 1e9) <= b.get("max_params", 20000)
-            and len(metrics.get("epochs") or []) <= b.get("max_epochs", 20))
-
-
 class OptunaSweep:
     def __init__(self, sampler, pruner, direction, study_name, storage, n_trials, n_jobs, max_failure_rate,
                  params, custom_search_space, stop_after_hits, objectives, require_target):
@@ -305,7 +300,7 @@ class OptunaSweep:
     def run_trial(self, study, trial, fixed):
         overrides = [f"{k}={v}" for k, v in trial.params.items()] + fixed
         job_dir = self.sweep_dir / str(trial.number)
-        trial.set_user_attr("dir", str(job_dir))
+        trial.set_user_attr("dir", str(job_dir.absolute()))  # compare may run from another folder
         error = None
         if self.n_jobs == 1:
             global _current_trial
@@ -356,7 +351,7 @@ class OptunaSweep:
             if metrics and key in metrics:
                 trial.set_user_attr(key, metrics[key])
         trial.set_user_attr("epochs", len((metrics or {}).get("epochs") or []))
-        trial.set_user_attr("hit", bool(metrics and hit(metrics)))
+        trial.set_user_attr("hit", bool(metrics) and is_hit(new_record(**from_metrics(metrics))))
         if reason:
             trial.set_user_attr("reason", reason)
         if status == "pruned":
