@@ -248,8 +248,14 @@ class OptunaSweep:
             # a resumed study would otherwise replay the first run's random proposals
             sampler_cfg["seed"] += seen
         sampler = instantiate(sampler_cfg, **kwargs)
-        return optuna.create_study(storage=storage, sampler=sampler, pruner=instantiate(self.pruner_cfg),
-                                   study_name=name, directions=self.directions, load_if_exists=True)
+        for attempt in range(5):
+            try:
+                return optuna.create_study(storage=storage, sampler=sampler, pruner=instantiate(self.pruner_cfg),
+                                           study_name=name, directions=self.directions, load_if_exists=True)
+            except Exception:  # another sweep creating the same study (or its tables) at this moment
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + attempt)
 
     # -- bookkeeping shared by every worker, always under self.lock
     def counted(self, study):
@@ -263,9 +269,13 @@ class OptunaSweep:
             worker = t.user_attrs.get("worker", "")
             h, _, pid = worker.partition(":")
             if h == host and pid.isdigit() and not _alive(int(pid)):
-                self.uncount(study, optuna.Trial(study, t._trial_id), f"interrupted: its sweep ({worker}) died")
-                study.enqueue_trial(t.params)
+                self.requeue(study, t, f"interrupted: its sweep ({worker}) died")
                 log.warning(f"trial {t.number} was left RUNNING by a dead sweep: marked FAIL and re-queued")
+
+    def requeue(self, study, frozen, reason):
+        """FAIL an interrupted trial without counting it, and queue its params to run again."""
+        self.uncount(study, optuna.Trial(study, frozen._trial_id), reason)
+        study.enqueue_trial(frozen.params)
 
     def next_trial(self, study, space):
         """Ask for a trial, or return None when the sweep is done (n_trials, hits, failures)."""
@@ -316,6 +326,8 @@ class OptunaSweep:
             error = self.run_in_worker(study, trial, overrides, job_dir)
         metrics = _read_metrics(job_dir)
         with self.lock:
+            if self.stop_reason == "interrupted" or isinstance(error, KeyboardInterrupt):
+                return  # the interrupt handler re-queues this trial
             self.tell(study, trial, metrics, error)
             self.write_outputs(study)
 
@@ -341,6 +353,8 @@ class OptunaSweep:
                                stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
         if p.returncode == 0:
             return None
+        if p.returncode in (-signal.SIGINT, 130):  # Ctrl-C reached the worker too
+            return KeyboardInterrupt()
         lines = (job_dir / "console.log").read_text(errors="replace").strip().splitlines()
         return RuntimeError(lines[-1] if lines else f"worker exited with code {p.returncode}")
 
@@ -440,11 +454,11 @@ class OptunaSweep:
                     while t.is_alive():
                         t.join(0.5)  # short joins keep the main thread responsive to Ctrl-C
         except KeyboardInterrupt:
-            self.stop_reason = "interrupted"
             with self.lock:
+                self.stop_reason = "interrupted"
                 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     if t.user_attrs.get("worker") == WORKER:
-                        self.uncount(study, optuna.Trial(study, t._trial_id), "interrupted by Ctrl-C")
+                        self.requeue(study, t, "interrupted by Ctrl-C")
                 self.write_outputs(study)
             where = f"in {self.storage_url}; run the same command again to continue" if self.storage else \
                 f"in {self.sweep_dir}; set hydra.sweeper.storage to make a sweep resumable"

@@ -15,6 +15,7 @@ import hydra
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from hydra.errors import InstantiationException
@@ -85,7 +86,7 @@ def check_config(cfg):
         ("augment.degrees", lambda v: is_number(v) and 0 <= v <= 180, "must be degrees in [0, 180]"),
         ("augment.shear", lambda v: is_number(v) and 0 <= v < 90, "must be degrees in [0, 90)"),
         ("augment.translate", is_fraction, "must be a fraction in [0, 1)"),
-        ("augment.scale", lambda v: OmegaConf.is_list(v) and len(v) == 2 and all(is_number(s) and s > 0 for s in v)
+        ("augment.scale", lambda v: isinstance(v, list) and len(v) == 2 and all(is_number(s) and s > 0 for s in v)
          and v[0] <= v[1], "must be [low, high] with 0 < low <= high"),
         ("optimizer.lr", lambda v: is_number(v) and v > 0, "must be a number > 0"),
         ("optimizer.momentum", is_fraction, "must be a number in [0, 1)"),
@@ -99,10 +100,13 @@ def check_config(cfg):
         ("scheduler.final_div_factor", lambda v: is_number(v) and v >= 1, "must be a number >= 1"),
         ("scheduler.eta_min", lambda v: is_number(v) and v >= 0, "must be a number >= 0"),
     ]
+    plain = OmegaConf.to_container(cfg, resolve=True)
     for key, ok, allowed in rules:
-        value = OmegaConf.select(cfg, key, default=_ABSENT)
-        if value is not _ABSENT:
-            check(ok(value), key, value, allowed)
+        node = plain
+        for part in key.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is not _ABSENT:
+            check(ok(node), key, node, allowed)
 
 
 def pick_device(name):
@@ -165,9 +169,9 @@ def train(cfg, out_dir, overrides=(), report=None):
     try:
         _train(cfg, out_dir, metrics, report)
         metrics["status"] = "ok"
-    except Exception as e:
+    except BaseException as e:  # Ctrl-C too: the record says why the trial ended
         metrics["status"] = {Rejected: "rejected", Pruned: "pruned"}.get(type(e), "failed")
-        metrics["reason"] = str(e) or type(e).__name__
+        metrics["reason"] = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else str(e) or type(e).__name__
         raise
     finally:
         metrics["wall_seconds"] = round(time.time() - t0, 3)
@@ -241,6 +245,28 @@ def _train(cfg, out_dir, metrics, report):
         if report is not None and report(epoch, test_acc):
             raise Pruned(f"pruned after epoch {epoch} of {epochs} (test acc {test_acc:.4f})")
     torch.save(model.state_dict(), os.path.join(out_dir, "model.pt"))
+
+
+class CheckOutputDir(Callback):
+    """Fail in one line, before Hydra writes anything, when the run or sweep dir cannot be written."""
+
+    def on_run_start(self, config, **kwargs):
+        self.check("hydra.run.dir", config.hydra.run.dir)
+
+    def on_multirun_start(self, config, **kwargs):
+        self.check("hydra.sweep.dir", config.hydra.sweep.dir)
+
+    @staticmethod
+    def check(key, path):
+        try:
+            os.makedirs(path, exist_ok=True)
+            probe = os.path.join(path, f".write-test-{os.getpid()}")
+            open(probe, "w").close()
+            os.remove(probe)
+        except OSError as e:
+            print(f"error: {key}={path!r} cannot be written ({e.strerror}); choose a writable folder, "
+                  f"e.g. {key}=outputs/run", file=sys.stderr)
+            sys.exit(2)
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

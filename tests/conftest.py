@@ -1,5 +1,6 @@
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,52 @@ def cli(*args, cwd=ROOT, timeout=300):
 @pytest.fixture
 def tiny():
     return lambda *o: make_cfg(*TINY, *o)
+
+
+SEARCH = """\
+# @package _global_
+defaults:
+  - override /hydra/sweeper: mnist_optuna
+  - override /hydra/sweeper/sampler: {sampler}
+  - override /hydra/sweeper/pruner: {pruner}
+data:
+  train_subset: {train_subset}
+  test_subset: 500
+trainer:
+  epochs: {epochs}
+hydra:
+  sweep:
+    dir: {dir}
+  sweeper:
+    study_name: tiny
+    storage: {storage}
+    n_trials: {n_trials}
+    n_jobs: {n_jobs}
+    sampler:
+      seed: {seed}
+    params:
+{params}
+"""
+
+
+def search_cmd(tmp_path, params, *args, sampler="random", pruner="none", epochs=1, n_trials=3, n_jobs=1, seed=0,
+               storage=True, train_subset=1000):
+    """Write hparams_search/tiny.yaml into a config dir of the test's own; return the command a user would type."""
+    (tmp_path / "conf" / "hparams_search").mkdir(parents=True, exist_ok=True)
+    lines = textwrap.indent("\n".join(f"{k}: {v}" for k, v in params.items()), " " * 6)
+    db = f"sqlite:///{tmp_path}/study.db" if storage else "null"
+    (tmp_path / "conf" / "hparams_search" / "tiny.yaml").write_text(SEARCH.format(
+        sampler=sampler, pruner=pruner, epochs=epochs, dir=tmp_path / "sweep", storage=db, n_trials=n_trials,
+        n_jobs=n_jobs, seed=seed, params=lines, train_subset=train_subset))
+    return [sys.executable, "-m", "sweeper.train", "--multirun", "--config-dir", str(tmp_path / "conf"),
+            "hparams_search=tiny", *args]
+
+
+def study(tmp_path):
+    import optuna
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/study.db")
+
+
+def counted(s):
+    """The trials that use up n_trials (the sweeper marks interrupted, surplus and duplicate asks `uncounted`)."""
+    return [t for t in s.trials if not t.user_attrs.get("uncounted")]

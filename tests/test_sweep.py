@@ -1,7 +1,6 @@
 """The Optuna sweeper through the command line, on tiny subsets: discovery, budget, pruning, resume, parallel."""
 import csv
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,56 +13,17 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import ROOT, make_cfg, options
+from conftest import ROOT, counted, make_cfg, options, search_cmd, study
 
 pytestmark = pytest.mark.slow
-SEARCH = """\
-# @package _global_
-defaults:
-  - override /hydra/sweeper: mnist_optuna
-  - override /hydra/sweeper/sampler: {sampler}
-  - override /hydra/sweeper/pruner: {pruner}
-data:
-  train_subset: 1000
-  test_subset: 500
-trainer:
-  epochs: {epochs}
-hydra:
-  sweep:
-    dir: {dir}
-  sweeper:
-    study_name: tiny
-    storage: {storage}
-    n_trials: {n_trials}
-    n_jobs: {n_jobs}
-    sampler:
-      seed: {seed}
-    params:
-{params}
-"""
 
 
-def sweep(tmp_path, params, *args, sampler="random", pruner="none", epochs=1, n_trials=3, n_jobs=1, seed=0,
-          storage=True):
-    """Write conf/hparams_search/tiny.yaml into a config dir of the test's own and run it as a user would."""
-    (tmp_path / "conf" / "hparams_search").mkdir(parents=True, exist_ok=True)
-    lines = textwrap.indent("\n".join(f"{k}: {v}" for k, v in params.items()), " " * 6)
-    db = f"sqlite:///{tmp_path}/study.db" if storage else "null"
-    (tmp_path / "conf" / "hparams_search" / "tiny.yaml").write_text(SEARCH.format(
-        sampler=sampler, pruner=pruner, epochs=epochs, dir=tmp_path / "sweep", storage=db, n_trials=n_trials,
-        n_jobs=n_jobs, seed=seed, params=lines))
-    r = subprocess.run([sys.executable, "-m", "sweeper.train", "--multirun", "--config-dir", str(tmp_path / "conf"),
-                        "hparams_search=tiny", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+def sweep(tmp_path, params, *args, **search):
+    """Run a search of the test's own (see conftest.search_cmd) as a user would; it must succeed."""
+    r = subprocess.run(search_cmd(tmp_path, params, *args, **search), cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
-
-
-def study(tmp_path):
-    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/study.db")
-
-
-def counted(s):
-    return [t for t in s.trials if not t.user_attrs.get("uncounted")]
 
 
 def metrics(tmp_path, number):
