@@ -9,7 +9,6 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torchvision.datasets import MNIST
 
 MEAN, STD = 0.1307, 0.3081
 # name -> (magic number, number of items); images are 28x28 uint8 after a 16-byte header, labels after 8 bytes
@@ -49,6 +48,9 @@ def check_files(root, why=""):
 
 def load(root, download, train_subset, test_subset, seed, device):
     """Return ((train_x, train_y), (test_x, test_y)): uint8 images [N, 1, 28, 28] and int64 labels on `device`."""
+    # torchvision takes seconds to import: only load it once a run gets this far, so bad overrides fail fast
+    from torchvision.datasets import MNIST
+
     raw, why = os.path.join(root, "MNIST", "raw"), ""
     if download and not all(os.path.isfile(os.path.join(raw, f)) for f in FILES):
         try:
