@@ -290,15 +290,16 @@ class OptunaSweep:
                 if self.extend is not None:
                     self.extend(self.config, trial)
                 trial.set_user_attr("worker", WORKER)
-                finished = [t.params for t in trials if t.state != TrialState.FAIL]
+                # params already finished or in flight (a re-queued trial is asked as itself: not a duplicate)
+                taken = [t.params for t in trials if t.state != TrialState.FAIL and t.number != trial.number]
                 counted = [t for t in self.counted(study) if t.number < trial.number]
                 if len(counted) >= self.n_trials:  # another sweep on the same study took the last slot
                     self.uncount(study, trial, "surplus: n_trials already reached by another worker")
                     return None
-                if trial.params not in finished:
+                if trial.params not in taken:
                     return trial
-                self.uncount(study, trial, "duplicate of a finished trial's params")
-            self.stop_reason = "the sampler keeps proposing finished params: the search space looks exhausted"
+                self.uncount(study, trial, "duplicate of another trial's params")
+            self.stop_reason = "the sampler keeps proposing params already tried: the search space looks exhausted"
             return None
 
     def uncount(self, study, trial, reason):

@@ -76,6 +76,7 @@ def check_config(cfg):
          f"must be an integer in [1, budget.max_epochs={b.max_epochs}]"),
         ("trainer.batch_size", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
         ("trainer.threads", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
+        ("trainer.compile", lambda v: isinstance(v, bool), "must be true or false"),
         ("data.root", lambda v: isinstance(v, str) and v != "", "must be a folder path"),
         ("data.download", lambda v: isinstance(v, bool), "must be true or false"),
         ("data.train_subset", lambda v: v is None or (is_int(v) and v > 0), "must be null or an integer > 0"),
@@ -134,13 +135,19 @@ def make_scheduler(s, opt, epochs, steps_per_epoch):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
 
 
+def autocast(device):
+    # bf16 on CUDA roughly halves the step time there; CPUs without bf16 units only get slower
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 @torch.inference_mode()
 def evaluate(model, x, y, batch_size=2000):
     model.eval()
     loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(y), batch_size):
-        out = model(data.normalize(x[i:i + batch_size]))
-        loss += F.cross_entropy(out, y[i:i + batch_size], reduction="sum")
+        with autocast(x.device):
+            out = model(data.normalize(x[i:i + batch_size]).contiguous(memory_format=torch.channels_last))
+        loss += F.cross_entropy(out.float(), y[i:i + batch_size], reduction="sum")
         correct += (out.argmax(1) == y[i:i + batch_size]).sum()
     return loss.item() / len(y), correct.item() / len(y)
 
@@ -192,7 +199,9 @@ def _train(cfg, out_dir, metrics, report):
     if n_params > budget.max_params:
         raise Rejected(f"model has {n_params} parameters, over budget.max_params={budget.max_params}; "
                        f"lower model.width or raise budget.max_params")
-    model = model.to(device)
+    model = model.to(device, memory_format=torch.channels_last)
+    if cfg.trainer.compile:
+        model = torch.compile(model)
     opt = instantiate(cfg.optimizer, params=model.parameters())
 
     d = cfg.data
@@ -216,8 +225,9 @@ def _train(cfg, out_dir, metrics, report):
         for step in bar:
             idx = perm[step * batch_size:(step + 1) * batch_size]
             x, y = data.augment(train_x[idx], cfg.augment, g), train_y[idx]
-            out = model(x)
-            loss = F.cross_entropy(out, y)
+            with autocast(device):
+                out = model(x.contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(out.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

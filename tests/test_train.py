@@ -60,6 +60,6 @@ def test_over_budget_is_rejected_before_training(tiny, tmp_path):
 
 def test_non_finite_loss_fails_at_its_step(tiny, tmp_path):
     with pytest.raises(TrialFailed, match=r"non-finite loss at epoch 1, step \d+/32"):
-        train(tiny("optimizer.lr=1e12", "scheduler=none", "optimizer.nesterov=false"), str(tmp_path))
+        train(tiny("optimizer.lr=1e20", "scheduler=none", "optimizer.nesterov=false"), str(tmp_path))
     m = read(tmp_path)
     assert m["status"] == "failed" and "epoch 1, step" in m["reason"] and m["epochs"] == []
