@@ -1,11 +1,11 @@
 """Sweep throughput, trials per hour: the same small Optuna sweep with one trial at a time and with two.
 
-    python benchmarks/sweep_throughput.py [--trials 6] [--images 2000] [--data-root DIR]
+    python benchmarks/sweep_throughput.py [--trials 6] [--images 10000] [--data-root DIR]
 
 Measured: see README's performance section.
 
 Each sweep runs as a user types it, in a subprocess, and is timed whole (Python start-up included):
-    python -m sweeper.train --multirun hparams_search=budget data.train_subset=2000 data.test_subset=500
+    python -m sweeper.train --multirun hparams_search=budget data.train_subset=10000 data.test_subset=500
         trainer.epochs=1 hydra.sweeper.n_trials=6 hydra.sweeper.n_jobs=J ...
 model=reference with model.width in {8, 10} keeps every model under the 20k budget (no rejections), the pruner
 is off and the batch size pinned, so both sweeps train the same kind of trials; the sampler's seed is fixed and
