@@ -167,8 +167,11 @@ def reporter():
 
 # ---------------------------------------------------------------- the sweeper
 def open_storage(storage):
-    if storage is None or "://" in storage:
-        return storage
+    """None (in memory), an SQLAlchemy URL, or a journal file path -> what optuna.create_study takes."""
+    if storage is None:
+        return None
+    if "://" in storage:
+        return optuna.storages.RDBStorage(storage)
     from optuna.storages.journal import JournalFileBackend
     return optuna.storages.JournalStorage(JournalFileBackend(storage))
 
@@ -234,6 +237,15 @@ class OptunaSweep:
         return space, fixed
 
     def make_study(self, space):
+        for attempt in range(5):
+            try:
+                return self._make_study(space)
+            except Exception:  # another sweep creating the same storage tables or study at this moment
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + attempt)
+
+    def _make_study(self, space):
         storage = open_storage(self.storage_url)
         name = self.study_name or "mnist-sweeper"
         seen = 0
@@ -248,14 +260,8 @@ class OptunaSweep:
             # a resumed study would otherwise replay the first run's random proposals
             sampler_cfg["seed"] += seen
         sampler = instantiate(sampler_cfg, **kwargs)
-        for attempt in range(5):
-            try:
-                return optuna.create_study(storage=storage, sampler=sampler, pruner=instantiate(self.pruner_cfg),
-                                           study_name=name, directions=self.directions, load_if_exists=True)
-            except Exception:  # another sweep creating the same study (or its tables) at this moment
-                if attempt == 4:
-                    raise
-                time.sleep(0.5 + attempt)
+        return optuna.create_study(storage=storage, sampler=sampler, pruner=instantiate(self.pruner_cfg),
+                                   study_name=name, directions=self.directions, load_if_exists=True)
 
     # -- bookkeeping shared by every worker, always under self.lock
     def counted(self, study):
@@ -282,21 +288,22 @@ class OptunaSweep:
         with self.lock:
             if self.stop_reason:
                 return None
-            trials = self.counted(study)
-            if len(trials) >= self.n_trials:
+            if len(self.counted(study)) >= self.n_trials:
                 return None
             for _ in range(20):
                 trial = study.ask(space)
                 if self.extend is not None:
                     self.extend(self.config, trial)
                 trial.set_user_attr("worker", WORKER)
-                # params already finished or in flight (a re-queued trial is asked as itself: not a duplicate)
-                taken = [t.params for t in trials if t.state != TrialState.FAIL and t.number != trial.number]
-                counted = [t for t in self.counted(study) if t.number < trial.number]
-                if len(counted) >= self.n_trials:  # another sweep on the same study took the last slot
+                # fetched after asking, so asks by other sweeps on the same study are seen too
+                others = [t for t in self.counted(study) if t.number != trial.number]
+                if sum(t.number < trial.number for t in others) >= self.n_trials:
                     self.uncount(study, trial, "surplus: n_trials already reached by another worker")
                     return None
-                if trial.params not in taken:
+                # the same params finished, or asked earlier by another sweep (a re-queued trial is asked as
+                # itself): of two identical asks the later one gives way
+                if not any(t.params == trial.params and (t.number < trial.number or t.state.is_finished())
+                           for t in others if t.state != TrialState.FAIL):
                     return trial
                 self.uncount(study, trial, "duplicate of another trial's params")
             self.stop_reason = "the sampler keeps proposing params already tried: the search space looks exhausted"
