@@ -312,7 +312,16 @@ class OptunaSweep:
     def uncount(self, study, trial, reason):
         trial.set_user_attr("uncounted", True)
         trial.set_user_attr("reason", reason)
-        study.tell(trial, state=TrialState.FAIL)
+        self.finish(study, trial, state=TrialState.FAIL)
+
+    def finish(self, study, trial, values=None, state=None):
+        try:
+            study.tell(trial, values, state=state)
+        except RuntimeError as e:
+            # GridSampler calls study.stop() once every grid point has run: outside study.optimize that raises
+            if "Study.stop" not in str(e):
+                raise
+            self.stop_reason = self.stop_reason or "every point of the grid has been tried"
 
     # -- one trial, in this process (n_jobs=1, through Hydra's launcher) or in a worker process
     def run_trial(self, study, trial, fixed):
@@ -322,7 +331,9 @@ class OptunaSweep:
         error = None
         if self.n_jobs == 1:
             global _current_trial
-            _current_trial = trial
+            _current_trial = trial  # Hydra's basic launcher runs the job in this process
+            if self.storage_url:    # another launcher may run it elsewhere: Hydra sets this in the job's process
+                overrides.append(f"++hydra.job.env_set.{TRIAL_ENV}='{self.trial_spec(study, trial)}'")
             try:
                 [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
                 job_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
@@ -339,6 +350,11 @@ class OptunaSweep:
             self.tell(study, trial, metrics, error)
             self.write_outputs(study)
 
+    def trial_spec(self, study, trial):
+        """What a job in another process needs to report to its trial (see `reporter`)."""
+        return json.dumps(dict(storage=self.storage_url, study=study.study_name, trial_id=trial._trial_id,
+                               pruner=OmegaConf.to_container(self.pruner_cfg)))
+
     def run_in_worker(self, study, trial, overrides, job_dir):
         """Run `python -m <app> overrides` for one trial; the child reaches its trial through the storage."""
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -352,9 +368,7 @@ class OptunaSweep:
         app += [o for o in hc.overrides.hydra
                 if not o.lstrip("+~").startswith(("hydra.sweep", "hydra/sweeper", "hydra.mode", "hydra.run.dir",
                                                   "hydra.job.num"))]
-        env = {**os.environ, TRIAL_ENV: json.dumps(dict(storage=self.storage_url, study=study.study_name,
-                                                         trial_id=trial._trial_id,
-                                                         pruner=OmegaConf.to_container(self.pruner_cfg)))}
+        env = {**os.environ, TRIAL_ENV: self.trial_spec(study, trial)}
         with open(job_dir / "console.log", "w") as out:
             p = subprocess.run([sys.executable, *app, *overrides,
                                 f"hydra.run.dir={job_dir}", f"hydra.job.num={trial.number}"],
@@ -377,7 +391,7 @@ class OptunaSweep:
         if reason:
             trial.set_user_attr("reason", reason)
         if status == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
+            self.finish(study, trial, state=TrialState.PRUNED)
         elif status in ("ok", "rejected"):
             # feasible when <= 0; TPE, NSGA-II and GP prefer feasible trials
             b = self.budget
@@ -385,9 +399,9 @@ class OptunaSweep:
             if self.require_target:
                 trial.set_constraint("acc_below_target", b.target_acc - (metrics.get("final_test_acc") or 0.0))
             # an untrained (rejected) model gets accuracy 0: the worst value, never a good trial
-            study.tell(trial, [float(metrics.get(k) or 0.0) for k in self.objectives])
+            self.finish(study, trial, [float(metrics.get(k) or 0.0) for k in self.objectives])
         else:
-            study.tell(trial, state=TrialState.FAIL)
+            self.finish(study, trial, state=TrialState.FAIL)
             log.warning(f"trial {trial.number} failed: {reason}")
         log.info(f"trial {trial.number}: {status or 'failed'} {trial.params} "
                  f"acc={(metrics or {}).get('final_test_acc')} params={(metrics or {}).get('params')}")
@@ -430,8 +444,9 @@ class OptunaSweep:
     def sweep(self, arguments):
         space, fixed = self.parse(arguments)
         self.storage_url = self.storage
-        if self.n_jobs > 1 and self.storage is None:
-            # worker processes reach their trial through the storage: give this sweep one of its own
+        in_process = self.n_jobs == 1 and type(self.launcher).__name__ == "BasicLauncher"
+        if self.storage is None and not in_process:
+            # trials in other processes reach their Optuna trial through the storage: give this sweep one
             self.storage_url = str(self.sweep_dir / "study.journal")
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")

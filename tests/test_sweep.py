@@ -93,6 +93,19 @@ def test_hopeless_trials_are_pruned(tmp_path):
         assert m["status"] == "pruned" and 1 <= len(m["epochs"]) < 3 and "pruned" in m["reason"]
 
 
+def test_pruning_reaches_trials_that_another_launcher_runs_elsewhere(tmp_path):
+    # joblib runs each job in a loky worker process: the job finds its Optuna trial through the storage
+    sweep(tmp_path, {"optimizer.lr": "choice(0.2, 0.15, 0.000001, 0.000002)"}, "scheduler=none",
+          "hydra.sweeper.pruner.n_startup_trials=2", "hydra.sweeper.pruner.n_warmup_steps=0",
+          "hydra/launcher=joblib", "hydra.launcher.n_jobs=1",
+          sampler="grid", pruner="median", epochs=3, n_trials=4, seed=3)
+    s = study(tmp_path)
+    assert all(t.intermediate_values for t in s.trials)                       # every job reported its epochs
+    pruned = [t for t in s.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all(t.params["optimizer.lr"] < 1e-3 for t in pruned)
+    assert all(metrics(tmp_path, t.number)["status"] == "pruned" for t in pruned)
+
+
 def test_resume_continues_the_study(tmp_path):
     params = {"model.width": "choice(6, 8, 10, 12)", "model.dropout": "interval(0.0, 0.1)"}
     sweep(tmp_path, params, n_trials=2)
