@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -186,7 +186,7 @@ def train(cfg, out_dir, overrides=(), report=None):
     """
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
-    metrics = dict(params=None, status="failed", reason=None, seed=cfg.seed, device=None,
+    metrics = dict(params=None, status="failed", reason=None, seed=cfg.seed, device=None, precision=None,
                    overrides=list(overrides), budget=dict(cfg.budget), epochs=[], best_test_acc=None,
                    final_test_acc=None, first_epoch_at_target=None, wall_seconds=None)
     try:
@@ -272,7 +272,8 @@ def _train(cfg, out_dir, metrics, report):
                  f"test loss {test_loss:.4f} acc {test_acc:.4f}  lr {lr:.4g}  {time.time() - t_epoch:.1f}s")
         if report is not None and report(epoch, test_acc):
             raise Pruned(f"pruned after epoch {epoch} of {epochs} (test acc {test_acc:.4f})")
-    torch.save(model.state_dict(), os.path.join(out_dir, "model.pt"))
+    # a compiled model wraps the original: save the plain state_dict that `instantiate(cfg.model)` can load
+    torch.save(getattr(model, "_orig_mod", model).state_dict(), os.path.join(out_dir, "model.pt"))
 
 
 class CheckOutputDir(Callback):

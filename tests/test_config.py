@@ -81,6 +81,7 @@ def test_augment_moves_pixels_but_keeps_the_digit():
     ("trainer.epochs=0", "trainer.epochs"), ("trainer.epochs=21", "trainer.epochs"),
     ("optimizer.lr=0", "optimizer.lr"), ("optimizer.lr=nan", "optimizer.lr"), ("optimizer.lr=abc", "optimizer.lr"),
     ("trainer.batch_size=-1", "trainer.batch_size"), ("augment.scale=[1.2,0.8]", "augment.scale"),
+    ("trainer.precision=fp16", "trainer.precision"), ("trainer.compile=yes", "trainer.compile"),
     ("scheduler=step", None),
 ])
 def test_check_config(override, key):

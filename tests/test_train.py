@@ -20,6 +20,7 @@ def test_tiny_run_learns_and_writes_schema(tiny, tmp_path):
     assert on_disk["status"] == "ok" and on_disk["reason"] is None
     assert isinstance(on_disk["params"], int) and 3000 < on_disk["params"] < 20000
     assert on_disk["seed"] == 0 and on_disk["device"] == "cpu" and on_disk["overrides"] == ["trainer.epochs=2"]
+    assert on_disk["precision"] in ("fp32", "bf16")
     assert [e["epoch"] for e in on_disk["epochs"]] == [1, 2]
     for e in on_disk["epochs"]:
         assert set(e) == EPOCH_KEYS
@@ -33,10 +34,12 @@ def test_tiny_run_learns_and_writes_schema(tiny, tmp_path):
     assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == m["params"]
 
 
-@pytest.mark.parametrize("option", ["model=slim", "optimizer=adamw scheduler=step augment=seed"])
+@pytest.mark.parametrize("option", ["model=slim trainer.precision=fp32",
+                                    "optimizer=adamw scheduler=step augment=seed trainer.precision=bf16"])
 def test_other_options_learn(tiny, tmp_path, option):
     m = train(tiny(*option.split(), "trainer.epochs=2"), str(tmp_path))
     assert m["status"] == "ok" and m["final_test_acc"] > 0.3, m["epochs"]
+    assert m["precision"] == option.split("trainer.precision=")[1]
 
 
 def test_same_seed_same_numbers(tiny, tmp_path):
