@@ -110,7 +110,7 @@ def augment(x, aug, g):
     s = mat(scale, zero, zero, zero, scale, zero)
     m = r @ sh @ s @ r_pre
     # grid_sample pulls pixels: output coordinate -> input coordinate is the inverse map
-    theta = torch.linalg.inv(m)[:, :2]
+    theta = torch.linalg.inv_ex(m)[0][:, :2]  # inv_ex skips the error check, which would sync a GPU every batch
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return (out / 255.0 - MEAN) / STD

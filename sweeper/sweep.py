@@ -417,7 +417,8 @@ class OptunaSweep:
     def write_outputs(self, study):
         """trials.csv (every trial) and optimization_results.yaml (best or Pareto set), rewritten after each trial."""
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        trials = study.get_trials(deepcopy=False)
+        # WAITING trials are re-queued params that have not run yet: not trials to report
+        trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
         names = sorted({k for t in trials for k in t.params})
         tmp = self.sweep_dir / "trials.csv.tmp"
         with open(tmp, "w", newline="") as f:
