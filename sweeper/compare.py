@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import os
+import signal
 import sys
 import textwrap
 import warnings
@@ -516,13 +517,8 @@ def main(argv=None):
     if args.only_hits:
         rows = [r for r in rows if r["hit"]]
 
-    lines, left_out = format_table(rows)
-    print("\n".join(lines) if rows else "(no trial meets all three constraints)")
-    if left_out:
-        print(textwrap.fill(f"(not shown, varying too: {', '.join(left_out)}; see --csv/--json)", WIDTH))
-    print(legend(records))
-    print(summary(records))
-
+    # files first: a table piped into `head` may end this process before it is done printing
+    rc = 0
     try:
         if args.csv:
             to_csv(rows, args.csv)
@@ -535,9 +531,17 @@ def main(argv=None):
                 warn(f"wrote {path}")
     except OSError as e:
         warn(f"cannot write {e.filename}: {e.strerror}")
-        return 1
-    return 0
+        rc = 1
+
+    lines, left_out = format_table(rows)
+    print("\n".join(lines) if rows else "(no trial meets all three constraints)")
+    if left_out:
+        print(textwrap.fill(f"(not shown, varying too: {', '.join(left_out)}; see --csv/--json)", WIDTH))
+    print(legend(records))
+    print(summary(records))
+    return rc
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the table quietly, not with a traceback
     sys.exit(main())
