@@ -134,14 +134,27 @@ class OptunaSweeperConf:
     require_target: bool = False         # make final_test_acc >= budget.target_acc a constraint
 
 
+SAMPLERS = dict(tpe=TPESamplerConf, random=RandomSamplerConf, cmaes=CmaEsSamplerConf, nsgaii=NSGAIISamplerConf,
+                gp=GPSamplerConf, grid=GridSamplerConf)
+PRUNERS = dict(median=MedianPrunerConf, hyperband=HyperbandPrunerConf, none=NopPrunerConf)
+
+
 def register_configs():
     cs = ConfigStore.instance()
     cs.store(group="hydra/sweeper", name="mnist_optuna", node=OptunaSweeperConf, provider="mnist_sweeper")
-    for name, node in [("tpe", TPESamplerConf), ("random", RandomSamplerConf), ("cmaes", CmaEsSamplerConf),
-                       ("nsgaii", NSGAIISamplerConf), ("gp", GPSamplerConf), ("grid", GridSamplerConf)]:
+    for name, node in SAMPLERS.items():
         cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="mnist_sweeper")
-    for name, node in [("median", MedianPrunerConf), ("hyperband", HyperbandPrunerConf), ("none", NopPrunerConf)]:
+    for name, node in PRUNERS.items():
         cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider="mnist_sweeper")
+
+
+def by_name(key, value, options):
+    """`hydra.sweeper.pruner=hyperband` (a plain value) means the group option of that name, at its defaults."""
+    if not isinstance(value, str):
+        return value
+    if value not in options:
+        raise ValueError(f"hydra.sweeper.{key}={value!r} is not allowed: one of {', '.join(options)}")
+    return OmegaConf.structured(options[value])
 
 
 # ---------------------------------------------------------------- the task's side: report epochs to the trial
@@ -206,7 +219,7 @@ def grid_values(key, d):
 class OptunaSweep:
     def __init__(self, sampler, pruner, direction, study_name, storage, n_trials, n_jobs, max_failure_rate,
                  params, custom_search_space, stop_after_hits, objectives, require_target):
-        self.sampler_cfg, self.pruner_cfg = sampler, pruner
+        self.sampler_cfg, self.pruner_cfg = by_name("sampler", sampler, SAMPLERS), by_name("pruner", pruner, PRUNERS)
         self.directions = list(direction) if isinstance(direction, (list, ListConfig)) else [direction]
         self.study_name, self.storage, self.n_trials, self.n_jobs = study_name, storage, n_trials, n_jobs
         self.max_failure_rate, self.stop_after_hits = max_failure_rate, stop_after_hits

@@ -48,6 +48,18 @@ def test_plugin_is_discovered_and_searches_compose():
         assert isinstance(instantiate(cfg.hydra.sweeper.pruner), optuna.pruners.BasePruner)
 
 
+def test_sampler_and_pruner_also_take_a_plain_name():
+    from sweeper.sweep import OptunaSweep
+    cfg = make_cfg("hparams_search=budget", "hydra.sweeper.pruner=hyperband", "hydra.sweeper.sampler=random",
+                   hydra=True)
+    kwargs = {k: v for k, v in cfg.hydra.sweeper.items() if not k.startswith("_")}
+    sw = OptunaSweep(**kwargs)
+    assert isinstance(instantiate(sw.pruner_cfg), optuna.pruners.HyperbandPruner)
+    assert isinstance(instantiate(sw.sampler_cfg), optuna.samplers.RandomSampler)
+    with pytest.raises(ValueError, match="hydra.sweeper.pruner='sometimes' is not allowed: one of median"):
+        OptunaSweep(**{**kwargs, "pruner": "sometimes"})
+
+
 def test_tiny_sweep_writes_every_output(tmp_path):
     sweep(tmp_path, {"model.width": "choice(6, 8, 10)", "optimizer.lr": "tag(log, interval(0.05, 0.3))"},
           storage=False)
