@@ -394,13 +394,14 @@ class OptunaSweep:
         return RuntimeError(lines[-1] if lines else f"worker exited with code {p.returncode}")
 
     def tell(self, study, trial, metrics, error):
-        status = metrics.get("status") if metrics else None
-        reason = (metrics or {}).get("reason") or (str(error) if error else None)
+        m = metrics or {}  # a worker that died before writing metrics.json leaves only `error`
+        status = m.get("status")
+        reason = m.get("reason") or (str(error) if error else None)
         for key in ("status", "params", "final_test_acc", "best_test_acc", "first_epoch_at_target"):
-            if metrics and key in metrics:
-                trial.set_user_attr(key, metrics[key])
-        trial.set_user_attr("epochs", len((metrics or {}).get("epochs") or []))
-        trial.set_user_attr("hit", bool(metrics) and is_hit(new_record(**from_metrics(metrics))))
+            if key in m:
+                trial.set_user_attr(key, m[key])
+        trial.set_user_attr("epochs", len(m.get("epochs") or []))
+        trial.set_user_attr("hit", bool(m) and is_hit(new_record(**from_metrics(m))))
         if reason:
             trial.set_user_attr("reason", reason)
         if status == "pruned":
@@ -408,16 +409,16 @@ class OptunaSweep:
         elif status in ("ok", "rejected"):
             # feasible when <= 0; TPE, NSGA-II and GP prefer feasible trials
             b = self.budget
-            trial.set_constraint("params_over_budget", metrics["params"] - b.max_params)
+            trial.set_constraint("params_over_budget", m["params"] - b.max_params)
             if self.require_target:
-                trial.set_constraint("acc_below_target", b.target_acc - (metrics.get("final_test_acc") or 0.0))
+                trial.set_constraint("acc_below_target", b.target_acc - (m.get("final_test_acc") or 0.0))
             # an untrained (rejected) model gets accuracy 0: the worst value, never a good trial
-            self.finish(study, trial, [float(metrics.get(k) or 0.0) for k in self.objectives])
+            self.finish(study, trial, [float(m.get(k) or 0.0) for k in self.objectives])
         else:
             self.finish(study, trial, state=TrialState.FAIL)
             log.warning(f"trial {trial.number} failed: {reason}")
         log.info(f"trial {trial.number}: {status or 'failed'} {trial.params} "
-                 f"acc={(metrics or {}).get('final_test_acc')} params={(metrics or {}).get('params')}")
+                 f"acc={m.get('final_test_acc')} params={m.get('params')}")
         trials = [t for t in self.counted(study) if t.state.is_finished()]
         failed = sum(t.state == TrialState.FAIL for t in trials)
         if failed > self.max_failure_rate * self.n_trials and not self.stop_reason:

@@ -230,7 +230,8 @@ def _train(cfg, out_dir, metrics, report):
     g = torch.Generator(device=device).manual_seed(cfg.seed)
     # a host sync per step is free on the CPU; on an accelerator, look for non-finite losses every 50 steps
     sync_every = 1 if device.type == "cpu" else 50
-    log.info(f"{n_params} params, {len(train_y)} train / {len(test_y)} test images, {epochs} epochs on {device} ({metrics['precision']})")
+    log.info(f"{n_params} params, {len(train_y)} train / {len(test_y)} test images, {epochs} epochs "
+             f"on {device} ({metrics['precision']})")
 
     for epoch in range(1, epochs + 1):
         t_epoch = time.time()
