@@ -1,522 +1,280 @@
-"""An Optuna sweeper for Hydra: `python -m sweeper.train --multirun hparams_search=budget`.
+"""An Optuna sweeper for any Hydra app: `override hydra/sweeper: mnist_optuna` (the configs: hydra_plugins/).
 
-Config keys are hydra-optuna-sweeper's (sampler, direction, study_name, storage, n_trials, n_jobs,
-max_failure_rate, params, custom_search_space) plus `pruner`, `stop_after_hits`, `objectives` and
-`require_target`. What it does that the official plugin cannot (on stable hydra-core 1.3 + Optuna >= 4):
+The task returns a float, or one float per direction. What this sweeper adds to hydra-optuna-sweeper:
 
-- prunes: each epoch's test accuracy reaches the Optuna trial (in-process through `reporter()`,
-  in worker processes through the storage and the SWEEPER_TRIAL environment variable);
-- respects the budget: a trial whose model is over budget.max_params is rejected untrained and told to
-  Optuna with the worst accuracy and a violated constraint, so the sampler learns to avoid it;
-- resumes: `n_trials` is the study's total, trial dirs are named by trial number, trials left RUNNING by a
-  dead sweep are marked FAIL and re-queued, and a seeded sampler is re-seeded past the trials it has seen;
-- runs `n_jobs` trials at once as separate processes and starts a new one as soon as one ends.
+- pruning through `sweeper.report(value, step)` (sweeper/worker.py), in-process and in other processes;
+- resume: `n_trials` is the study's total, trial dirs are named by trial number, a trial left RUNNING by a
+  dead or interrupted sweep is failed and re-queued (sweeper/ledger.py), a seeded sampler is re-seeded past
+  the trials it has seen, and a study refuses a sweep with another search space (sweeper/study.py);
+- `n_jobs` trials at once as worker processes, a new one started as soon as one ends;
+- for trials that write `metrics.json` (the MNIST trial): budget constraints, `objectives` read from it,
+  hits and `stop_after_hits`.
 
-The hydra_plugins shim (hydra_plugins/mnist_optuna_sweeper) only registers these configs and forwards to
-`OptunaSweep`.
+This module runs the sweep: it asks the ledger for trials, launches them, and tells Optuna how they ended.
 """
-import csv
-import json
+import importlib
 import logging
+import math
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
 
-import optuna
-from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.utils import get_method, instantiate
-from omegaconf import MISSING, ListConfig, OmegaConf
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from omegaconf import ListConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweeper.compare import from_metrics, is_hit, new_record
+from sweeper import metrics as mx
+from sweeper import results, space as sp, worker
+from sweeper.ledger import Ledger
+from sweeper.study import StudyError, check_identity, make_study
 
 log = logging.getLogger(__name__)
-TRIAL_ENV = "SWEEPER_TRIAL"  # {"storage", "study", "trial_id", "pruner"} for a trial in a worker process
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-# ---------------------------------------------------------------- config: hydra/sweeper, .../sampler, .../pruner
-@dataclass
-class TPESamplerConf:
-    _target_: str = "optuna.samplers.TPESampler"
-    seed: Optional[int] = None
-    n_startup_trials: int = 10
-    n_ei_candidates: int = 24
-    multivariate: bool = False
+class SweepError(Exception):
+    """Bad sweep settings (exit 2), or a sweep stopped by failures (exit 1): one line for the user."""
 
-
-@dataclass
-class RandomSamplerConf:
-    _target_: str = "optuna.samplers.RandomSampler"
-    seed: Optional[int] = None
-
-
-@dataclass
-class CmaEsSamplerConf:
-    _target_: str = "optuna.samplers.CmaEsSampler"
-    seed: Optional[int] = None
-    n_startup_trials: int = 1
-    sigma0: Optional[float] = None
-
-
-@dataclass
-class NSGAIISamplerConf:
-    _target_: str = "optuna.samplers.NSGAIISampler"
-    seed: Optional[int] = None
-    population_size: int = 50
-    crossover_prob: float = 0.9
-    swapping_prob: float = 0.5
-
-
-@dataclass
-class GPSamplerConf:
-    _target_: str = "optuna.samplers.GPSampler"
-    seed: Optional[int] = None
-    n_startup_trials: int = 10
-
-
-@dataclass
-class GridSamplerConf:
-    # the grid is every value of every choice()/range() param; intervals cannot be gridded
-    _target_: str = "optuna.samplers.GridSampler"
-    seed: Optional[int] = None
-
-
-@dataclass
-class MedianPrunerConf:
-    _target_: str = "optuna.pruners.MedianPruner"
-    n_startup_trials: int = 4           # finished trials before anything is pruned
-    n_warmup_steps: int = 2             # epochs a trial always runs (OneCycle's early epochs are noisy)
-    interval_steps: int = 1
-    n_min_trials: int = 1
-
-
-@dataclass
-class HyperbandPrunerConf:
-    _target_: str = "optuna.pruners.HyperbandPruner"
-    min_resource: int = 1
-    max_resource: Any = "auto"
-    reduction_factor: int = 3
-
-
-@dataclass
-class NopPrunerConf:
-    _target_: str = "optuna.pruners.NopPruner"
-
-
-@dataclass
-class OptunaSweeperConf:
-    _target_: str = "hydra_plugins.mnist_optuna_sweeper.mnist_optuna_sweeper.MnistOptunaSweeper"
-    _recursive_: bool = False            # sampler and pruner are built in make_study (re-seeded, constrained)
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])
-    sampler: Any = MISSING
-    pruner: Any = MISSING
-    direction: Any = "maximize"          # a list means multi-objective
-    study_name: Optional[str] = None
-    storage: Optional[str] = None        # "sqlite:///study.db" (any SQLAlchemy URL) or a journal file path
-    n_trials: int = 20                   # the study's total: a re-run continues up to it
-    n_jobs: int = 1                      # > 1: that many trial processes at once
-    max_failure_rate: float = 0.25       # stop once failed trials exceed this fraction of n_trials
-    params: Optional[Dict[str, str]] = None
-    custom_search_space: Optional[str] = None      # "module.fn": fn(cfg, trial) suggests more params
-    stop_after_hits: Optional[int] = None          # stop once this many trials meet all three constraints
-    objectives: List[str] = field(default_factory=lambda: ["final_test_acc"])  # metrics.json fields, one per direction
-    require_target: bool = False         # make final_test_acc >= budget.target_acc a constraint
-
-
-SAMPLERS = dict(tpe=TPESamplerConf, random=RandomSamplerConf, cmaes=CmaEsSamplerConf, nsgaii=NSGAIISamplerConf,
-                gp=GPSamplerConf, grid=GridSamplerConf)
-PRUNERS = dict(median=MedianPrunerConf, hyperband=HyperbandPrunerConf, none=NopPrunerConf)
-
-
-def register_configs():
-    cs = ConfigStore.instance()
-    cs.store(group="hydra/sweeper", name="mnist_optuna", node=OptunaSweeperConf, provider="mnist_sweeper")
-    for name, node in SAMPLERS.items():
-        cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="mnist_sweeper")
-    for name, node in PRUNERS.items():
-        cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider="mnist_sweeper")
-
-
-def by_name(key, value, options):
-    """`hydra.sweeper.pruner=hyperband` (a plain value) means the group option of that name, at its defaults."""
-    if not isinstance(value, str):
-        return value
-    if value not in options:
-        raise ValueError(f"hydra.sweeper.{key}={value!r} is not allowed: one of {', '.join(options)}")
-    return OmegaConf.structured(options[value])
-
-
-# ---------------------------------------------------------------- the task's side: report epochs to the trial
-_current_trial = None  # the in-process trial (n_jobs=1, Hydra's basic launcher)
-
-
-def reporter():
-    """Return `report(epoch, test_acc) -> should the trial stop?` for the running trial, or None outside a sweep."""
-    trial = _current_trial
-    if trial is None and os.environ.get(TRIAL_ENV):
-        spec = json.loads(os.environ[TRIAL_ENV])
-        study = optuna.load_study(study_name=spec["study"], storage=open_storage(spec["storage"]),
-                                  pruner=instantiate(spec["pruner"]))
-        trial = optuna.Trial(study, spec["trial_id"])
-    if trial is None:
-        return None
-
-    def report(epoch, test_acc):
-        trial.report(test_acc, epoch)
-        return trial.should_prune()
-    return report
-
-
-# ---------------------------------------------------------------- the sweeper
-def open_storage(storage):
-    """None (in memory), an SQLAlchemy URL, or a journal file path -> what optuna.create_study takes."""
-    if storage is None:
-        return None
-    if "://" in storage:
-        return optuna.storages.RDBStorage(storage)
-    from optuna.storages.journal import JournalFileBackend
-    return optuna.storages.JournalStorage(JournalFileBackend(storage))
-
-
-def distribution(override):
-    """One Hydra sweep override (choice/range/interval, tag(log, ...)) -> an Optuna distribution."""
-    value = override.value()
-    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
-        return CategoricalDistribution(list(override.sweep_iterator()))
-    if override.is_range_sweep():
-        values = list(override.sweep_iterator())  # Hydra's range excludes its stop, as Python's does
-        if all(isinstance(v, int) for v in values):
-            return IntDistribution(values[0], values[-1], step=int(value.step))
-        return FloatDistribution(values[0], values[-1], step=value.step)
-    if override.is_interval_sweep():
-        log_ = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log_)
-        return FloatDistribution(value.start, value.end, log=log_)
-    raise ValueError(f"{override.input_line}: not a sweep Optuna can sample (use choice, range or interval)")
-
-
-def grid_values(key, d):
-    if isinstance(d, CategoricalDistribution):
-        return list(d.choices)
-    if d.step is None:
-        raise ValueError(f"{key}: sampler=grid needs choice() or range() params, not an interval")
-    n = int(round((d.high - d.low) / d.step))
-    return [d.low + i * d.step for i in range(n + 1)]
+    def __init__(self, message, exit_code=2):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class OptunaSweep:
     def __init__(self, sampler, pruner, direction, study_name, storage, n_trials, n_jobs, max_failure_rate,
-                 params, custom_search_space, stop_after_hits, objectives, require_target):
-        self.sampler_cfg, self.pruner_cfg = by_name("sampler", sampler, SAMPLERS), by_name("pruner", pruner, PRUNERS)
-        self.directions = list(direction) if isinstance(direction, (list, ListConfig)) else [direction]
+                 params, custom_search_space, objectives, stop_after_hits, require_target, accept_changes):
+        self.sampler_cfg, self.pruner_cfg = sampler, pruner
+        self.directions = list(direction) if isinstance(direction, (list, tuple, ListConfig)) else [direction]
         self.study_name, self.storage, self.n_trials, self.n_jobs = study_name, storage, n_trials, n_jobs
         self.max_failure_rate, self.stop_after_hits = max_failure_rate, stop_after_hits
         self.params = dict(params or {})
-        self.extend = get_method(custom_search_space) if custom_search_space else None
-        self.objectives, self.require_target = list(objectives), require_target
-        if len(self.objectives) != len(self.directions):
-            raise ValueError(f"hydra.sweeper.objectives={self.objectives} needs one entry per direction "
-                             f"{self.directions}")
+        self.custom_search_space = custom_search_space
+        self.objectives = list(objectives) if objectives else None
+        self.require_target, self.accept_changes = require_target, accept_changes
+        for d in self.directions:
+            _check(d in ("minimize", "maximize"), "direction", d, "minimize or maximize, or a list of them")
+        _check(isinstance(n_trials, int) and n_trials > 0, "n_trials", n_trials, "an integer > 0")
+        _check(isinstance(n_jobs, int) and n_jobs > 0, "n_jobs", n_jobs, "an integer > 0")
+        _check(0 <= max_failure_rate <= 1, "max_failure_rate", max_failure_rate, "a fraction in [0, 1]")
+        if self.objectives:
+            _check(len(self.objectives) == len(self.directions), "objectives", self.objectives,
+                   f"one metrics.json field per direction {self.directions}")
         self.lock = threading.Lock()
-        self.stop_reason = None
+        self.last_failure = None
 
     def setup(self, *, hydra_context, task_function, config):
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
         self.sweep_dir = Path(config.hydra.sweep.dir)
-        self.budget = config.budget
+        self.budget = OmegaConf.select(config, "budget")   # the MNIST trial's; a plain app has none
 
-    # -- the search space: config `params` and command-line sweeps; the rest passes through to every trial
-    def parse(self, arguments):
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        merged = {}
-        for o in parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments)):
-            merged[o.get_key_element()] = o   # the command line wins over the config's params
-        space = {k: distribution(o) for k, o in merged.items() if o.is_sweep_override()}
-        fixed = [f"{k}={o.get_value_element_as_str()}" for k, o in merged.items() if not o.is_sweep_override()]
-        return space, fixed
-
-    def make_study(self, space):
-        for attempt in range(5):
-            try:
-                return self._make_study(space)
-            except Exception:  # another sweep creating the same storage tables or study at this moment
-                if attempt == 4:
-                    raise
-                time.sleep(0.5 + attempt)
-
-    def _make_study(self, space):
-        storage = open_storage(self.storage_url)
-        name = self.study_name or "mnist-sweeper"
-        seen = 0
-        if storage is not None and name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-            seen = len(optuna.load_study(study_name=name, storage=storage).trials)
-        kwargs = {}
-        sampler_cls = get_method(self.sampler_cfg._target_)
-        if sampler_cls is optuna.samplers.GridSampler:
-            kwargs["search_space"] = {k: grid_values(k, d) for k, d in space.items()}
-        sampler_cfg = OmegaConf.to_container(self.sampler_cfg)
-        if sampler_cfg.get("seed") is not None:
-            # a resumed study would otherwise replay the first run's random proposals
-            sampler_cfg["seed"] += seen
-        sampler = instantiate(sampler_cfg, **kwargs)
-        return optuna.create_study(storage=storage, sampler=sampler, pruner=instantiate(self.pruner_cfg),
-                                   study_name=name, directions=self.directions, load_if_exists=True)
-
-    # -- bookkeeping shared by every worker, always under self.lock
-    def counted(self, study):
-        """Trials that use up n_trials: all but those failed by a dead sweep (re-queued), surplus or duplicates."""
-        return [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("uncounted")]
-
-    def fail_orphans(self, study):
-        """Mark FAIL (and re-queue) trials left RUNNING by a sweep process on this host that is gone."""
-        host = socket.gethostname()
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = t.user_attrs.get("worker", "")
-            h, _, pid = worker.partition(":")
-            if h == host and pid.isdigit() and not _alive(int(pid)):
-                self.requeue(study, t, f"interrupted: its sweep ({worker}) died")
-                log.warning(f"trial {t.number} was left RUNNING by a dead sweep: marked FAIL and re-queued")
-
-    def requeue(self, study, frozen, reason):
-        """FAIL an interrupted trial without counting it, and queue its params to run again."""
-        self.uncount(study, optuna.Trial(study, frozen._trial_id), reason)
-        study.enqueue_trial(frozen.params)
-
-    def next_trial(self, study, space):
-        """Ask for a trial, or return None when the sweep is done (n_trials, hits, failures)."""
-        with self.lock:
-            if self.stop_reason:
-                return None
-            if len(self.counted(study)) >= self.n_trials:
-                return None
-            for _ in range(20):
-                trial = study.ask(space)
-                if self.extend is not None:
-                    self.extend(self.config, trial)
-                trial.set_user_attr("worker", WORKER)
-                # fetched after asking, so asks by other sweeps on the same study are seen too
-                others = [t for t in self.counted(study) if t.number != trial.number]
-                if sum(t.number < trial.number for t in others) >= self.n_trials:
-                    self.uncount(study, trial, "surplus: n_trials already reached by another worker")
-                    return None
-                # the same params finished, or asked earlier by another sweep (a re-queued trial is asked as
-                # itself): of two identical asks the later one gives way
-                if not any(t.params == trial.params and (t.number < trial.number or t.state.is_finished())
-                           for t in others if t.state != TrialState.FAIL):
-                    return trial
-                self.uncount(study, trial, "duplicate of another trial's params")
-            self.stop_reason = "the sampler keeps proposing params already tried: the search space looks exhausted"
-            return None
-
-    def uncount(self, study, trial, reason):
-        trial.set_user_attr("uncounted", True)
-        trial.set_user_attr("reason", reason)
-        self.finish(study, trial, state=TrialState.FAIL)
-
-    def finish(self, study, trial, values=None, state=None):
-        try:
-            study.tell(trial, values, state=state)
-        except RuntimeError as e:
-            # GridSampler calls study.stop() once every grid point has run: outside study.optimize that raises
-            if "Study.stop" not in str(e):
-                raise
-            self.stop_reason = self.stop_reason or "every point of the grid has been tried"
-
-    # -- one trial, in this process (n_jobs=1, through Hydra's launcher) or in a worker process
-    def run_trial(self, study, trial, fixed):
-        overrides = [f"{k}={v}" for k, v in trial.params.items()] + fixed
-        job_dir = self.sweep_dir / str(trial.number)
-        trial.set_user_attr("dir", str(job_dir.absolute()))  # compare may run from another folder
-        error = None
-        if self.n_jobs == 1:
-            global _current_trial
-            _current_trial = trial  # Hydra's basic launcher runs the job in this process
-            if self.storage_url:    # another launcher may run it elsewhere: Hydra sets this in the job's process
-                overrides.append(f"++hydra.job.env_set.{TRIAL_ENV}='{self.trial_spec(study, trial)}'")
-            try:
-                [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
-                job_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
-                if ret.status.name == "FAILED":
-                    error = ret._return_value
-            finally:
-                _current_trial = None
-        else:
-            error = self.run_in_worker(study, trial, overrides, job_dir)
-        metrics = _read_metrics(job_dir)
-        with self.lock:
-            if self.stop_reason == "interrupted" or isinstance(error, KeyboardInterrupt):
-                return  # the interrupt handler re-queues this trial
-            self.tell(study, trial, metrics, error)
-            self.write_outputs(study)
-
-    def trial_spec(self, study, trial):
-        """What a job in another process needs to report to its trial (see `reporter`)."""
-        return json.dumps(dict(storage=self.storage_url, study=study.study_name, trial_id=trial._trial_id,
-                               pruner=OmegaConf.to_container(self.pruner_cfg)))
-
-    def run_in_worker(self, study, trial, overrides, job_dir):
-        """Run `python -m <app> overrides` for one trial; the child reaches its trial through the storage."""
-        job_dir.mkdir(parents=True, exist_ok=True)
-        main = sys.modules["__main__"]
-        app = ["-m", main.__spec__.name] if getattr(main, "__spec__", None) else [sys.argv[0]]
-        hc = self.config.hydra
-        # the child must compose the same config: extra config dirs, config name and Hydra's own overrides
-        app += [arg for src in hc.runtime.config_sources if src.provider == "command-line"
-                for arg in ("--config-dir", src.path.replace("file://", "", 1))]
-        app += ["--config-name", hc.job.config_name]
-        app += [o for o in hc.overrides.hydra
-                if not o.lstrip("+~").startswith(("hydra.sweep", "hydra/sweeper", "hydra.mode", "hydra.run.dir",
-                                                  "hydra.job.num"))]
-        env = {**os.environ, TRIAL_ENV: self.trial_spec(study, trial)}
-        with open(job_dir / "console.log", "w") as out:
-            p = subprocess.run([sys.executable, *app, *overrides,
-                                f"hydra.run.dir={job_dir}", f"hydra.job.num={trial.number}"],
-                               stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
-        if p.returncode == 0:
-            return None
-        if p.returncode in (-signal.SIGINT, 130):  # Ctrl-C reached the worker too
-            return KeyboardInterrupt()
-        lines = (job_dir / "console.log").read_text(errors="replace").strip().splitlines()
-        return RuntimeError(lines[-1] if lines else f"worker exited with code {p.returncode}")
-
-    def tell(self, study, trial, metrics, error):
-        m = metrics or {}  # a worker that died before writing metrics.json leaves only `error`
-        status = m.get("status")
-        reason = m.get("reason") or (str(error) if error else None)
-        for key in ("status", "params", "final_test_acc", "best_test_acc", "first_epoch_at_target"):
-            if key in m:
-                trial.set_user_attr(key, m[key])
-        trial.set_user_attr("epochs", len(m.get("epochs") or []))
-        trial.set_user_attr("hit", bool(m) and is_hit(new_record(**from_metrics(m))))
-        if reason:
-            trial.set_user_attr("reason", reason)
-        if status == "pruned":
-            self.finish(study, trial, state=TrialState.PRUNED)
-        elif status in ("ok", "rejected"):
-            # feasible when <= 0; TPE, NSGA-II and GP prefer feasible trials
-            b = self.budget
-            trial.set_constraint("params_over_budget", m["params"] - b.max_params)
-            if self.require_target:
-                trial.set_constraint("acc_below_target", b.target_acc - (m.get("final_test_acc") or 0.0))
-            # an untrained (rejected) model gets accuracy 0: the worst value, never a good trial
-            self.finish(study, trial, [float(m.get(k) or 0.0) for k in self.objectives])
-        else:
-            self.finish(study, trial, state=TrialState.FAIL)
-            log.warning(f"trial {trial.number} failed: {reason}")
-        log.info(f"trial {trial.number}: {status or 'failed'} {trial.params} "
-                 f"acc={m.get('final_test_acc')} params={m.get('params')}")
-        trials = [t for t in self.counted(study) if t.state.is_finished()]
-        failed = sum(t.state == TrialState.FAIL for t in trials)
-        if failed > self.max_failure_rate * self.n_trials and not self.stop_reason:
-            self.stop_reason = (f"{failed} failed trials exceed max_failure_rate={self.max_failure_rate} of "
-                                f"n_trials={self.n_trials}")
-        hits = sum(bool(t.user_attrs.get("hit")) for t in trials)
-        if self.stop_after_hits and hits >= self.stop_after_hits and not self.stop_reason:
-            self.stop_reason = f"{hits} trials reached the target (stop_after_hits={self.stop_after_hits})"
-
-    def write_outputs(self, study):
-        """trials.csv (every trial) and optimization_results.yaml (best or Pareto set), rewritten after each trial."""
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        # WAITING trials are re-queued params that have not run yet: not trials to report
-        trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
-        names = sorted({k for t in trials for k in t.params})
-        tmp = self.sweep_dir / "trials.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["number", "state", "status", *names, *self.objectives, "param_count", "epochs", "hit",
-                        "reason"])
-            for t in trials:
-                values = t.values if t.values is not None else [None] * len(self.objectives)
-                w.writerow([t.number, t.state.name, t.user_attrs.get("status"), *[t.params.get(n) for n in names],
-                            *values, t.user_attrs.get("params"), t.user_attrs.get("epochs"),
-                            t.user_attrs.get("hit"), t.user_attrs.get("reason")])
-        os.replace(tmp, self.sweep_dir / "trials.csv")
-        if not any(t.state == TrialState.COMPLETE for t in trials):
-            return
-        if len(self.directions) == 1:
-            best = study.best_trial
-            results = dict(name="optuna", best_params=best.params, best_value=best.value,
-                           best_trial=best.number)
-        else:
-            results = dict(name="optuna", solutions=[dict(params=t.params, values=t.values, number=t.number)
-                                                     for t in study.best_trials])
-        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
-
+    # ------------------------------------------------------------ the sweep
     def sweep(self, arguments):
-        space, fixed = self.parse(arguments)
+        try:
+            space, fixed = sp.parse(self.params, arguments, self.hydra_context.config_loader)
+        except sp.SpaceError as e:
+            raise SweepError(f"hydra.sweeper.params: {e}") from None
+        self.space, self.fixed = space, fixed
+        extend = None
+        if self.custom_search_space:
+            module, _, name = self.custom_search_space.rpartition(".")
+            try:
+                fn = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError, ValueError) as e:
+                raise SweepError(f"hydra.sweeper.custom_search_space={self.custom_search_space!r} cannot be "
+                                 f"loaded ({e}); give module.function, importable from here") from None
+            extend = lambda trial: fn(self.config, trial)  # noqa: E731
         self.storage_url = self.storage
-        in_process = self.n_jobs == 1 and type(self.launcher).__name__ == "BasicLauncher"
-        if self.storage is None and not in_process:
+        self.in_process = self.n_jobs == 1 and type(self.launcher).__name__ == "BasicLauncher"
+        if self.storage is None and not self.in_process:
             # trials in other processes reach their Optuna trial through the storage: give this sweep one
             self.storage_url = str(self.sweep_dir / "study.journal")
+        self.storage_url = _absolute(self.storage_url)   # a job with hydra.job.chdir=True opens it from its dir
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        study = self.make_study(space)
-        self.fail_orphans(study)
-        done = len([t for t in self.counted(study) if t.state.is_finished()])
-        log.info(f"study {study.study_name!r} in {self.storage_url or 'memory'}: {done} of {self.n_trials} trials "
-                 f"done; {self.n_jobs} at a time; trial dirs under {self.sweep_dir}")
-
-        def worker():
-            while (trial := self.next_trial(study, space)) is not None:
-                try:
-                    self.run_trial(study, trial, fixed)
-                except Exception as e:  # a broken trial never kills the sweep
-                    log.exception(f"trial {trial.number} crashed the sweeper's side")
-                    with self.lock:
-                        if study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
-                            self.tell(study, trial, None, e)
-
+        try:
+            study = make_study(self.study_name or "mnist-sweeper", self.storage_url, self.directions,
+                               self.sampler_cfg, self.pruner_cfg, space)
+            check_identity(study, sp.identity(space, fixed), self.accept_changes)
+        except (StudyError, sp.SpaceError) as e:
+            raise SweepError(str(e)) from None
+        self.ledger = ledger = Ledger(study, self.n_trials, extend)
+        for number in ledger.fail_orphans(_alive):
+            log.warning(f"trial {number} was left RUNNING by a dead sweep: marked FAIL and re-queued")
+        log.info(f"study {study.study_name!r} in {self.storage_url or 'memory'}: {len(ledger.finished())} of "
+                 f"{self.n_trials} trials done; {self.n_jobs} at a time; trial dirs under {self.sweep_dir}")
         try:
             if self.n_jobs == 1:
-                worker()
+                self.work(study)
             else:
-                threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.n_jobs)]
+                threads = [threading.Thread(target=self.work, args=(study,), daemon=True) for _ in range(self.n_jobs)]
                 for t in threads:
                     t.start()
                 for t in threads:
                     while t.is_alive():
                         t.join(0.5)  # short joins keep the main thread responsive to Ctrl-C
         except KeyboardInterrupt:
-            with self.lock:
-                self.stop_reason = "interrupted"
-                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    if t.user_attrs.get("worker") == WORKER:
-                        self.requeue(study, t, "interrupted by Ctrl-C")
-                self.write_outputs(study)
-            where = f"in {self.storage_url}; run the same command again to continue" if self.storage else \
-                f"in {self.sweep_dir}; set hydra.sweeper.storage to make a sweep resumable"
-            log.warning(f"interrupted: finished trials are kept {where}")
-            raise SystemExit(130)
+            self.interrupted(study)
         with self.lock:
-            self.write_outputs(study)
-        if self.stop_reason:
-            log.info(f"stopped early: {self.stop_reason}")
-        trials = [t for t in self.counted(study) if t.state.is_finished()]
-        hits = [t for t in trials if t.user_attrs.get("hit")]
-        log.info(f"{len(trials)} trials ({len(hits)} met the target), results in {self.sweep_dir}")
+            results.write_outputs(study, self.sweep_dir, self.objectives)
+        done = ledger.finished()
+        hits = [t for t in done if t.user_attrs.get("hit")]
+        if ledger.stop_reason:
+            log.info(f"stopped early: {ledger.stop_reason}")
+        log.info(f"{len(done)} trials" + (f" ({len(hits)} met the target)" if self.budget is not None else "")
+                 + f", results in {self.sweep_dir}")
+        if self.too_many_failures(done):
+            raise SweepError(f"{ledger.stop_reason}; last failure: {self.last_failure}", exit_code=1)
         return study
 
+    def work(self, study):
+        """One slot: ask for a trial, run it, tell how it ended; until the ledger says the sweep is done."""
+        while True:
+            with self.lock:
+                trial = self.ledger.ask(self.space)
+            if trial is None:
+                return
+            try:
+                self.run_trial(study, trial)
+            except Exception as e:  # a broken trial never kills the sweep
+                log.exception(f"trial {trial.number} crashed the sweeper's side")
+                with self.lock:
+                    if study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
+                        self.tell(study, trial, worker.JobResult("failed", error=worker.describe(e)), None)
 
-def _read_metrics(job_dir):
+    def interrupted(self, study):
+        """Ctrl-C: fail and re-queue this sweep's running trials, keep the finished ones, say how to resume."""
+        with self.lock:
+            self.ledger.stop("interrupted")
+            for t in self.ledger.running(mine=True):
+                self.ledger.requeue(t, "interrupted by Ctrl-C")
+            results.write_outputs(study, self.sweep_dir, self.objectives)
+        where = f"in {self.storage}; run the same command again to continue" if self.storage else \
+            f"in {self.sweep_dir}; set hydra.sweeper.storage to make a sweep resumable"
+        log.warning(f"interrupted: finished trials are kept {where}")
+        raise SystemExit(130)
+
+    # ------------------------------------------------------------ one trial
+    def run_trial(self, study, trial):
+        overrides = sp.overrides(trial, self.space, self.config) + self.fixed
+        job_dir = self.sweep_dir / str(trial.number)
+        trial.set_user_attr("dir", str(job_dir.absolute()))  # compare may run from another folder
+        spec = worker.spec(self.storage_url, study, trial, _plain(self.pruner_cfg)) if self.storage_url else None
+        if self.n_jobs > 1:
+            result = worker.run(self.config, overrides, job_dir, trial.number, spec)
+        else:
+            if spec:   # another launcher may run the job elsewhere: Hydra sets this in the job's process
+                overrides.append(f"++hydra.job.env_set.{worker.TRIAL_ENV}='{spec}'")
+            with worker.bound(trial):   # Hydra's basic launcher runs the job in this process
+                [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            job_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+            result = worker.from_job_return(ret)
+            if isinstance(ret._return_value, KeyboardInterrupt):
+                raise KeyboardInterrupt
+        m = mx.read(job_dir)
+        with self.lock:
+            if self.ledger.stop_reason == "interrupted":
+                return  # the interrupt handler re-queues this trial
+            self.tell(study, trial, result, m)
+            results.write_outputs(study, self.sweep_dir, self.objectives)
+
+    def tell(self, study, trial, result, m):
+        """Tell Optuna how a trial ended: from its metrics.json where it wrote one, else from what the task did."""
+        status, values, reason = self.outcome(result, m)
+        for key in ("status", "params", "final_test_acc", "best_test_acc", "first_epoch_at_target"):
+            if m and key in m:
+                trial.set_user_attr(key, m[key])
+        trial.set_user_attr("status", status)
+        if m:
+            trial.set_user_attr("epochs", len(m.get("epochs") or []))
+            trial.set_user_attr("hit", mx.metrics_hit(m))
+        if reason:
+            trial.set_user_attr("reason", reason)
+        if status == "pruned":
+            self.ledger.tell(trial, state=TrialState.PRUNED)
+        elif values is not None:
+            if self.budget is not None and m and m.get("params") is not None:
+                # feasible when <= 0; TPE, NSGA-II and GP prefer feasible trials
+                trial.set_constraint("params_over_budget", m["params"] - self.budget.max_params)
+                if self.require_target:
+                    trial.set_constraint("acc_below_target",
+                                         self.budget.target_acc - (m.get("final_test_acc") or 0.0))
+            self.ledger.tell(trial, values)
+        else:
+            self.ledger.tell(trial, state=TrialState.FAIL)
+            self.last_failure = f"trial {trial.number}: {result.error or reason}"
+            log.warning(f"trial {trial.number} failed: {result.error or reason}")
+        if status != "failed":
+            shown = m.get("final_test_acc") if m else values[0] if values and len(values) == 1 else values
+            log.info(f"trial {trial.number}: {status} {trial.params} -> {shown}"
+                     + (f", {m.get('params')} params" if m else ""))
+        done = self.ledger.finished()
+        if self.too_many_failures(done):
+            failed = sum(t.state == TrialState.FAIL for t in done)
+            self.ledger.stop(f"{failed} failed trials exceed max_failure_rate={self.max_failure_rate} of "
+                             f"n_trials={self.n_trials}")
+        hits = sum(bool(t.user_attrs.get("hit")) for t in done)
+        if self.stop_after_hits and hits >= self.stop_after_hits:
+            self.ledger.stop(f"{hits} trials reached the target (stop_after_hits={self.stop_after_hits})")
+
+    def outcome(self, result, m):
+        """(status, values or None, reason). metrics.json's status wins; `objectives` apply only with one."""
+        if m and m.get("status") in ("ok", "rejected", "pruned", "failed"):
+            status, reason = m["status"], m.get("reason") or result.error
+            if status in ("pruned", "failed"):
+                return status, None, reason
+            if self.objectives:
+                # an untrained (rejected) model gets accuracy 0: the worst value, never a good trial
+                return status, [float(m.get(k) or 0.0) for k in self.objectives], reason
+        elif result.status != "completed":
+            return result.status, None, result.error
+        else:
+            status, reason = "ok", None
+        if result.status != "completed":
+            return "failed", None, reason or result.error
+        values, problem = as_values(result.value, len(self.directions))
+        if problem:
+            result.error = problem
+            return "failed", None, problem
+        return status, values, reason
+
+    def too_many_failures(self, done):
+        return sum(t.state == TrialState.FAIL for t in done) > self.max_failure_rate * self.n_trials
+
+
+def as_values(value, n):
+    """The task's return value -> (one float per direction, None), or (None, what is wrong with it)."""
+    items = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    want = "a float" if n == 1 else f"a list of {n} floats, one per direction"
     try:
-        return json.loads((Path(job_dir) / "metrics.json").read_text())
-    except (OSError, ValueError):
+        floats = [float(v) for v in items]
+    except (TypeError, ValueError):
+        return None, f"the task returned {value!r}; a sweep needs {want}"
+    if len(floats) != n:
+        return None, f"the task returned {len(floats)} values ({value!r}); a sweep needs {want}"
+    if not all(math.isfinite(v) for v in floats):
+        return None, f"the task returned {value!r}, which is not finite"
+    return floats, None
+
+
+def _check(ok, key, value, allowed):
+    if not ok:
+        raise ValueError(f"hydra.sweeper.{key}={value!r} is not allowed: {allowed}")
+
+
+def _plain(cfg):
+    return OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg
+
+
+def _absolute(url):
+    """sqlite:///rel.db and journal paths relative to where the sweep started, as absolute ones."""
+    if url is None:
         return None
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
+        return "sqlite:///" + os.path.abspath(url[len("sqlite:///"):])
+    if "://" not in url:
+        return os.path.abspath(url)
+    return url
 
 
 def _alive(pid):
@@ -527,12 +285,3 @@ def _alive(pid):
     except PermissionError:
         return True
     return True
-
-
-def _die_with_parent():
-    """Linux: a worker process gets SIGKILL when its sweep dies, so no orphan keeps training."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass

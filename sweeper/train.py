@@ -4,7 +4,6 @@
 training), optimizer, data, then one plain loop of epochs with an evaluation on the test set after each.
 The Hydra task `main` returns the final test accuracy, the objective a sweeper maximises.
 """
-import json
 import logging
 import math
 import os
@@ -22,7 +21,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from sweeper import data
+from sweeper import data, worker
+from sweeper.metrics import write_json
 from sweeper.model import count_params
 
 log = logging.getLogger(__name__)
@@ -168,16 +168,6 @@ def evaluate(model, x, y, bf16, batch_size=2000):
     return loss.item() / len(y), correct.item() / len(y)
 
 
-def write_json(path, obj):
-    """Write to a temp file and rename over `path`: a reader (or a kill) never sees a half-written file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def train(cfg, out_dir, overrides=(), report=None):
     """Run one trial and write `out_dir/metrics.json` whatever the outcome; return the metrics dict.
 
@@ -302,17 +292,25 @@ class CheckOutputDir(Callback):
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
-    report = None
-    if hc.mode == RunMode.MULTIRUN or os.environ.get("SWEEPER_TRIAL"):
-        from sweeper.sweep import reporter  # optuna is only needed inside a sweep
-        report = reporter()
+    in_sweep = hc.mode == RunMode.MULTIRUN or worker.in_sweep()
     try:
-        metrics = train(cfg, hc.runtime.output_dir, hc.overrides.task, report)
-    except (ConfigError, InstantiationException, data.DataError, Rejected, Pruned, TrialFailed) as e:
-        if hc.mode == RunMode.MULTIRUN:
-            raise  # the sweeper records the trial as failed (or infeasible) and goes on
+        # sweeper.report is a no-op outside a sweep: the trial runs the same on its own
+        metrics = train(cfg, hc.runtime.output_dir, hc.overrides.task, lambda epoch, acc: worker.report(acc, epoch))
+    except Rejected as e:
+        if in_sweep:
+            # metrics.json says rejected; the sweep records accuracy 0 (never a good trial) and the broken budget
+            log.warning(f"rejected: {e}")
+            return 0.0
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1 if isinstance(e, (Rejected, Pruned, TrialFailed)) else 2)
+        sys.exit(1)
+    except Pruned as e:
+        import optuna
+        raise optuna.TrialPruned(str(e)) from None
+    except (ConfigError, InstantiationException, data.DataError, TrialFailed) as e:
+        if in_sweep:
+            raise  # the sweeper records the trial as failed and goes on
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1 if isinstance(e, TrialFailed) else 2)
     log.info(f"final test acc {metrics['final_test_acc']:.4f} (best {metrics['best_test_acc']:.4f}), "
              f"{metrics['params']} params -> {hc.runtime.output_dir}/metrics.json")
     return metrics["final_test_acc"]

@@ -49,6 +49,7 @@ hydra:
   sweep:
     dir: {dir}
   sweeper:
+    direction: maximize
     study_name: tiny
     storage: {storage}
     n_trials: {n_trials}

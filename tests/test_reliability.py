@@ -111,7 +111,7 @@ def test_two_sweeps_on_one_study_share_n_trials(tmp_path):
 def test_metrics_json_is_never_half_written(tmp_path):
     # a writer rewriting a large metrics.json as fast as it can, killed at a random moment, many times
     path = tmp_path / "metrics.json"
-    writer = ("import sys; from sweeper.train import write_json\n"
+    writer = ("import sys; from sweeper.metrics import write_json\n"
               "i = 0\n"
               "while True:\n"
               "    i += 1; write_json(sys.argv[1], {'i': i, 'epochs': [{'test_acc': 0.5}] * 20000})\n")

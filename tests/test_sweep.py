@@ -49,15 +49,11 @@ def test_plugin_is_discovered_and_searches_compose():
 
 
 def test_sampler_and_pruner_also_take_a_plain_name():
-    from sweeper.sweep import OptunaSweep
-    cfg = make_cfg("hparams_search=budget", "hydra.sweeper.pruner=hyperband", "hydra.sweeper.sampler=random",
-                   hydra=True)
-    kwargs = {k: v for k, v in cfg.hydra.sweeper.items() if not k.startswith("_")}
-    sw = OptunaSweep(**kwargs)
-    assert isinstance(instantiate(sw.pruner_cfg), optuna.pruners.HyperbandPruner)
-    assert isinstance(instantiate(sw.sampler_cfg), optuna.samplers.RandomSampler)
+    from hydra_plugins.mnist_optuna_sweeper.config import PRUNERS, SAMPLERS, by_name
+    assert isinstance(instantiate(by_name("pruner", "hyperband", PRUNERS)), optuna.pruners.HyperbandPruner)
+    assert isinstance(instantiate(by_name("sampler", "random", SAMPLERS)), optuna.samplers.RandomSampler)
     with pytest.raises(ValueError, match="hydra.sweeper.pruner='sometimes' is not allowed: one of median"):
-        OptunaSweep(**{**kwargs, "pruner": "sometimes"})
+        by_name("pruner", "sometimes", PRUNERS)
 
 
 def test_tiny_sweep_writes_every_output(tmp_path):
@@ -70,10 +66,10 @@ def test_tiny_sweep_writes_every_output(tmp_path):
         assert r["state"] == "COMPLETE" and r["status"] == "ok" and r["epochs"] == "1"
         m = metrics(tmp_path, r["number"])
         assert (out / r["number"] / ".hydra" / "overrides.yaml").exists()
-        assert int(r["param_count"]) == m["params"] and float(r["final_test_acc"]) == m["final_test_acc"]
+        assert int(r["params"]) == m["params"] and float(r["value"]) == m["final_test_acc"]
         assert f"model.width={r['model.width']}" in m["overrides"]
     best = yaml.safe_load(open(out / "optimization_results.yaml"))
-    assert best["best_value"] == max(float(r["final_test_acc"]) for r in rows)
+    assert best["best_value"] == max(float(r["value"]) for r in rows)
     assert set(best["best_params"]) == {"model.width", "optimizer.lr"}
 
 

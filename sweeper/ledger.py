@@ -1,0 +1,102 @@
+"""The trial ledger: which trials of a study count towards `n_trials`, and who may ask for the next one.
+
+Several sweeps (and several threads of one sweep) may share a study. The ledger keeps the count exact:
+
+- counted: every trial that ran or runs, except those closed as `uncounted` (interrupted and re-queued, surplus
+  asks past `n_trials`, duplicate params). WAITING trials (re-queued params not yet asked) are not counted.
+- an interrupted trial (Ctrl-C, or its sweep died) is closed as FAIL, uncounted, and its params queued again;
+  the next ask runs them.
+- of two asks racing for the last place, the later one gives way (`surplus`).
+
+It only talks to an `optuna.Study`, so it is tested in milliseconds against an in-memory one. It is not
+thread-safe: the sweep calls it under its own lock.
+"""
+import os
+import socket
+
+import optuna
+from optuna.trial import TrialState
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"   # which sweep process runs a trial (user_attrs["worker"])
+ASKS = 20   # duplicate proposals in a row before the search space is taken as exhausted
+
+
+class Ledger:
+    def __init__(self, study, n_trials, extend=None, worker=WORKER):
+        self.study, self.n_trials, self.worker = study, n_trials, worker
+        self.extend = extend          # extend(trial): custom_search_space, suggests more params
+        self.stop_reason = None       # set once: n_trials reached elsewhere, grid exhausted, failures, hits, ...
+
+    def counted(self):
+        """Trials that use up n_trials."""
+        return [t for t in self.study.get_trials(deepcopy=False)
+                if t.state != TrialState.WAITING and not t.user_attrs.get("uncounted")]
+
+    def finished(self):
+        return [t for t in self.counted() if t.state.is_finished()]
+
+    def ask(self, space):
+        """A new trial to run, or None when the sweep is done (n_trials, or a stop reason)."""
+        if self.stop_reason or len(self.counted()) >= self.n_trials:
+            return None
+        for _ in range(ASKS):
+            trial = self.study.ask(space)
+            if self.extend is not None:
+                self.extend(trial)
+            trial.set_user_attr("worker", self.worker)
+            # fetched after asking, so asks by other sweeps on the same study are seen too
+            others = [t for t in self.counted() if t.number != trial.number]
+            if sum(t.number < trial.number for t in others) >= self.n_trials:
+                self.uncount(trial, "surplus: n_trials already reached by another worker")
+                return None
+            # the same params finished, or asked earlier by another sweep (a re-queued trial is asked as itself):
+            # of two identical asks the later one gives way
+            if not any(t.params == trial.params and (t.number < trial.number or t.state.is_finished())
+                       for t in others if t.state != TrialState.FAIL):
+                return trial
+            self.uncount(trial, "duplicate of another trial's params")
+        self.stop("the sampler keeps proposing params already tried: the search space looks exhausted")
+        return None
+
+    def stop(self, reason):
+        """Ask for no more trials; the first reason given is the one reported."""
+        self.stop_reason = self.stop_reason or reason
+
+    def tell(self, trial, values=None, state=None):
+        try:
+            self.study.tell(trial, values, state=state)
+        except RuntimeError as e:
+            # GridSampler calls study.stop() once every grid point has run: outside study.optimize that raises
+            if "Study.stop" not in str(e):
+                raise
+            self.stop("every point of the grid has been tried")
+
+    def uncount(self, trial, reason):
+        """Close a trial as FAIL without using up one of n_trials."""
+        trial.set_user_attr("uncounted", True)
+        trial.set_user_attr("reason", reason)
+        self.tell(trial, state=TrialState.FAIL)
+
+    def requeue(self, frozen, reason):
+        """Close an interrupted trial (uncounted) and queue its params to run again."""
+        self.uncount(optuna.Trial(self.study, frozen._trial_id), reason)
+        self.study.enqueue_trial(frozen.params, user_attrs={"requeued_from": frozen.number})
+
+    def running(self, mine=False):
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return [t for t in trials if not mine or t.user_attrs.get("worker") == self.worker]
+
+    def fail_orphans(self, alive):
+        """Re-queue trials left RUNNING by a sweep process on this host that is gone; return their numbers.
+
+        alive(pid) -> bool. Only this host's pids can be checked (sweeps on other hosts: see heartbeats).
+        """
+        host = socket.gethostname()
+        orphans = []
+        for t in self.running():
+            worker = t.user_attrs.get("worker", "")
+            h, _, pid = worker.partition(":")
+            if h == host and pid.isdigit() and not alive(int(pid)):
+                self.requeue(t, f"interrupted: its sweep ({worker}) died")
+                orphans.append(t.number)
+        return orphans

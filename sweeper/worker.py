@@ -1,0 +1,174 @@
+"""A trial's side of a sweep: `report` to its Optuna trial, and running it in a worker process.
+
+Any Hydra task swept by `hydra/sweeper: mnist_optuna` can be pruned:
+
+    import optuna, sweeper
+    for epoch in range(1, epochs + 1):
+        ...
+        if sweeper.report(val_acc, epoch):    # True: the pruner says stop
+            raise optuna.TrialPruned()
+
+The task reaches its trial in one of two ways. Under Hydra's basic launcher with n_jobs=1 the job runs in the
+sweep's own process, which binds the trial here (`bound`). Anywhere else (worker processes, joblib, Ray,
+submitit) the sweep sets SWEEPER_TRIAL in the job's environment, and `report` loads the trial from the storage.
+Outside a sweep `report` does nothing and returns False, so a task runs the same on its own.
+
+A job in a worker process is a plain `python app.py overrides` run; the `SaveReturn` callback writes what the
+task returned (or raised) to `job_return.json` in its dir, for the sweep to read.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.experimental.callback import Callback
+
+TRIAL_ENV = "SWEEPER_TRIAL"   # {"storage", "study", "trial_id", "pruner"}: a job outside the sweep's process
+RETURN_FILE = "job_return.json"
+
+_bound = None                 # the trial of a job that runs in the sweep's own process
+_loaded = {}                  # env spec -> trial, loaded once per process
+
+
+def in_sweep():
+    return _bound is not None or bool(os.environ.get(TRIAL_ENV))
+
+
+def report(value, step):
+    """Report `value` at `step` to the running trial; return True when its pruner says stop.
+
+    Outside a sweep this does nothing and returns False.
+    """
+    trial = _trial()
+    if trial is None:
+        return False
+    trial.report(float(value), int(step))
+    return trial.should_prune()
+
+
+def _trial():
+    if _bound is not None:
+        return _bound
+    spec = os.environ.get(TRIAL_ENV)
+    if not spec:
+        return None
+    if spec not in _loaded:
+        import optuna
+        from hydra.utils import instantiate
+
+        from sweeper.study import open_storage
+        s = json.loads(spec)
+        study = optuna.load_study(study_name=s["study"], storage=open_storage(s["storage"]),
+                                  pruner=instantiate(s["pruner"]))
+        _loaded[spec] = optuna.Trial(study, s["trial_id"])
+    return _loaded[spec]
+
+
+@contextmanager
+def bound(trial):
+    """Make `trial` the one `report` reaches while a job runs in this process."""
+    global _bound
+    _bound = trial
+    try:
+        yield
+    finally:
+        _bound = None
+
+
+def spec(storage_url, study, trial, pruner_cfg):
+    """SWEEPER_TRIAL for a job in another process: enough to load its trial from the storage."""
+    return json.dumps(dict(storage=storage_url, study=study.study_name, trial_id=trial._trial_id, pruner=pruner_cfg))
+
+
+# ---------------------------------------------------------------- what a job returned
+@dataclass
+class JobResult:
+    """How a job ended, whoever ran it: `completed` with a value, `pruned`, or `failed` with an error line."""
+    status: str
+    value: Any = None
+    error: Optional[str] = None
+
+
+def describe(e):
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def from_exception(e):
+    import optuna
+    if isinstance(e, optuna.TrialPruned):
+        return JobResult("pruned", error=describe(e))
+    return JobResult("failed", error=describe(e))
+
+
+def from_job_return(ret):
+    """A Hydra JobReturn (basic, joblib, Ray, submitit launchers) -> JobResult."""
+    if ret.status.name == "COMPLETED":
+        return JobResult("completed", ret._return_value)
+    return from_exception(ret._return_value)
+
+
+class SaveReturn(Callback):
+    """Added to a worker's command line: write the task's return value or exception to RETURN_FILE."""
+
+    def on_job_end(self, config, job_return, **kwargs):
+        out = Path(job_return.hydra_cfg.hydra.runtime.output_dir) / RETURN_FILE
+        if job_return.status.name == "COMPLETED":
+            value = job_return._return_value
+            try:
+                json.dumps(value)
+            except TypeError:
+                value = repr(value)   # the sweep says what it got and why it is not an objective
+            record = dict(status="completed", value=value)
+        else:
+            r = from_exception(job_return._return_value)
+            record = dict(status=r.status, error=r.error)
+        out.write_text(json.dumps(record))
+
+
+# ---------------------------------------------------------------- a job in a worker process
+def command(config, overrides, job_dir, number):
+    """`python app.py ...` composing the same config as the sweep, for one job in `job_dir`."""
+    main = sys.modules["__main__"]
+    app = ["-m", main.__spec__.name] if getattr(main, "__spec__", None) else [os.path.abspath(sys.argv[0])]
+    hc = config.hydra
+    # the child must compose the same config: extra config dirs, config name and Hydra's own overrides
+    app += [arg for src in hc.runtime.config_sources if src.provider == "command-line"
+            for arg in ("--config-dir", src.path.replace("file://", "", 1))]
+    app += ["--config-name", hc.job.config_name]
+    app += [o for o in hc.overrides.hydra
+            if not o.lstrip("+~").startswith(("hydra.sweep", "hydra/sweeper", "hydra.mode", "hydra.run.dir",
+                                              "hydra.job.num"))]
+    return [sys.executable, *app, *overrides, f"hydra.run.dir={job_dir}", f"hydra.job.num={number}",
+            f"++hydra.callbacks.mnist_sweeper_return._target_={SaveReturn.__module__}.SaveReturn"]
+
+
+def run(config, overrides, job_dir, number, trial_spec):
+    """Run one job as a child process (it dies with the sweep); return its JobResult."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / RETURN_FILE).unlink(missing_ok=True)
+    env = {**os.environ, TRIAL_ENV: trial_spec}
+    with open(job_dir / "console.log", "w") as out:
+        p = subprocess.run(command(config, overrides, job_dir, number), stdout=out, stderr=subprocess.STDOUT,
+                           env=env, preexec_fn=_die_with_parent)
+    if p.returncode in (-signal.SIGINT, 130):   # Ctrl-C reached the worker too
+        raise KeyboardInterrupt
+    try:
+        return JobResult(**json.loads((job_dir / RETURN_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        # the job never reached its end (a bad override, sys.exit, a crash): its last line says why
+        lines = (job_dir / "console.log").read_text(errors="replace").strip().splitlines()
+        return JobResult("failed", error=lines[-1] if lines else f"worker exited with code {p.returncode}")
+
+
+def _die_with_parent():
+    """Linux: a worker process gets SIGKILL when its sweep dies, so no orphan keeps training."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
