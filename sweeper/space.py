@@ -28,38 +28,42 @@ def _dec(x):
     return Decimal(repr(x))
 
 
-def _range_values(start, stop, step):
-    """Hydra's range(start, stop, step) without float drift: Hydra itself yields 0.30000000000000004 and even
-    the stop 0.4 for range(0.1, 0.4, step=0.1)."""
-    if step == 0:
-        return []
+def _range(start, stop, step):
+    """Hydra's range(start, stop, step) as (first, last, count), in exact decimals: Hydra itself yields
+    0.30000000000000004 and even the stop 0.4 for range(0.1, 0.4, step=0.1)."""
     s, e, d = _dec(start), _dec(stop), _dec(step)
-    n = max(0, ((e - s) / d).to_integral_value(rounding=ROUND_CEILING))
-    values = [s + i * d for i in range(int(n))]
-    if all(isinstance(v, int) for v in (start, stop, step)):
-        return [int(v) for v in values]
-    return [float(v) for v in values]
+    n = int(max(0, ((e - s) / d).to_integral_value(rounding=ROUND_CEILING))) if d != 0 else 0
+    as_type = int if all(isinstance(v, int) for v in (start, stop, step)) else float
+    return as_type(s), as_type(s + (n - 1) * d), n
+
+
+def _values(low, step, n):
+    """low, low + step, ... (n values) without float drift."""
+    if isinstance(low, int) and isinstance(step, int):
+        return [low + i * step for i in range(n)]
+    return [float(_dec(low) + i * _dec(step)) for i in range(n)]
 
 
 def distribution(override):
     """One Hydra sweep override -> an Optuna distribution; SpaceError when it has nothing to sample."""
     value, line = override.value(), override.input_line
     if override.is_choice_sweep():
+        value.shuffle = False   # the order as typed: a shuffled order would change the study's identity each run
         choices = list(override.sweep_iterator())
         if not choices:
             raise SpaceError(f"{line}: has no values to sample")
         return CategoricalDistribution(choices)
     if override.is_range_sweep():
-        values = _range_values(value.start, value.stop, value.step)
-        if not values:
+        first, last, n = _range(value.start, value.stop, value.step)
+        if n == 0:
             raise SpaceError(f"{line}: range({value.start}, {value.stop}, step={value.step}) is empty; "
                              f"the stop is excluded, so use a stop past the last value you want")
-        if value.shuffle or len(values) == 1:
-            return CategoricalDistribution(values)
-        low, high = min(values), max(values)
-        if all(isinstance(v, int) for v in values):
-            return IntDistribution(low, high, step=abs(int(value.step)))
-        return FloatDistribution(low, high, step=abs(float(value.step)))
+        low, high, step = min(first, last), max(first, last), abs(value.step)
+        if value.shuffle or n == 1:
+            return CategoricalDistribution(_values(low, step, n))
+        if isinstance(low, int):
+            return IntDistribution(low, high, step=step)
+        return FloatDistribution(low, high, step=float(step))
     if override.is_interval_sweep():
         log = "log" in value.tags
         if value.start >= value.end:
@@ -80,12 +84,15 @@ def parse(params, arguments, config_loader=None):
     """
     parser = OverridesParser.create(config_loader=config_loader)
     merged = {}
-    try:
-        overrides = parser.parse_overrides([f"{k}={v}" for k, v in (params or {}).items()] + list(arguments))
-    except Exception as e:   # Hydra's OverrideParseException, with a multi-line caret diagram
-        raise SpaceError(str(e).strip().splitlines()[0]) from None
-    for o in overrides:
-        merged[o.get_key_element()] = o
+    for line in [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments):
+        try:
+            [o] = parser.parse_overrides([line])
+        except Exception as e:   # Hydra's OverrideParseException: several lines, with a link to the grammar
+            why = [w for w in str(e).strip().splitlines() if not w.startswith(("See https", "Error parsing"))]
+            raise SpaceError(f"{line}: {' '.join(why) or 'cannot be parsed'}") from None
+        # +key, ++key and key are one key: the command line's, whatever its prefix, replaces the config's sweep
+        merged.pop(o.get_key_element().lstrip("+~"), None)
+        merged[o.get_key_element().lstrip("+~")] = o
     space = {k: distribution(o) for k, o in merged.items() if o.is_sweep_override()}
     fixed = [o.input_line for o in merged.values() if not o.is_sweep_override()]
     return space, fixed
@@ -98,11 +105,12 @@ def grid(space):
         if isinstance(d, CategoricalDistribution):
             out[key] = list(d.choices)
         elif d.step is None:
-            raise SpaceError(f"{key}: sampler=grid needs choice() or range() params, not an interval")
+            raise SpaceError(f"{key}: sampler=grid needs params with finitely many values: choice(), range() or "
+                             f"int(interval()), not a float interval")
         elif isinstance(d, IntDistribution):
             out[key] = list(range(d.low, d.high + 1, d.step))
         else:
-            out[key] = _range_values(d.low, d.high + d.step / 2, d.step)
+            out[key] = _values(d.low, d.step, round((d.high - d.low) / d.step) + 1)
     return out
 
 
@@ -140,7 +148,13 @@ def _format(v):
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return v if v and all(c.isalnum() or c in "._-/:" for c in v) else "'" + v.replace("'", "\\'") + "'"
+        # unquoted only where Hydra reads it back as this same string: '1', 'true' or 'null' stay strings
+        try:
+            if OverridesParser.create().parse_override(f"k={v}").value() == v:
+                return v
+        except Exception:
+            pass
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return repr(v)
 
 

@@ -96,6 +96,38 @@ def test_ctrl_c_stops_promptly_and_says_how_to_resume(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("n_jobs,sig", [(1, signal.SIGKILL), (1, signal.SIGINT), (2, signal.SIGKILL),
+                                        (2, signal.SIGINT)], ids=["1-kill9", "1-ctrl-c", "2-kill9", "2-ctrl-c"])
+def test_resume_runs_what_was_requeued_when_the_last_trials_were_interrupted(tmp_path, n_jobs, sig):
+    # the interrupted trials are the study's last: a resume that counted their re-queued copies (WAITING) as
+    # done would print "n of n trials done", run nothing and leave the study short
+    n_trials = 2
+    cmd = search_cmd(tmp_path, PARAMS, n_trials=n_trials, epochs=5, n_jobs=n_jobs, train_subset=1000)
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    S = optuna.trial.TrialState
+
+    def last_ones_training():
+        trials = study(tmp_path).trials
+        running = [t for t in trials if t.state == S.RUNNING]
+        return (sum(t.state == S.COMPLETE for t in trials) == n_trials - n_jobs and len(running) == n_jobs
+                and all((tmp_path / "sweep" / str(t.number) / "train.log").exists() for t in running))
+    wait_for(last_ones_training)
+    interrupted = {t.number: t.params for t in study(tmp_path).trials if t.state == S.RUNNING}
+    os.killpg(p.pid, sig)   # a terminal's Ctrl-C reaches the whole group; kill -9 of the group kills workers too
+    p.wait(timeout=60)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{n_trials - n_jobs} of {n_trials} trials done" in r.stdout + r.stderr
+    s = study(tmp_path)
+    assert not [t for t in s.trials if t.state in (S.WAITING, S.RUNNING)]
+    for number, params in interrupted.items():
+        assert s.trials[number].state == S.FAIL and s.trials[number].user_attrs["uncounted"]
+        rerun = [t for t in s.trials if t.user_attrs.get("requeued_from") == number]
+        assert len(rerun) == 1 and rerun[0].params == params and rerun[0].state == S.COMPLETE
+    check_complete_study(tmp_path, n_trials)
+
+
+@pytest.mark.slow
 def test_two_sweeps_on_one_study_share_n_trials(tmp_path):
     cmd = search_cmd(tmp_path, PARAMS, n_trials=5, train_subset=500)
     procs = [subprocess.Popen(cmd + extra, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

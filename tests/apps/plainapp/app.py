@@ -1,10 +1,19 @@
 """A plain Hydra app, as people bring it from hydra-optuna-sweeper: no budget, no metrics.json, no torch.
 
-It returns x**2 + y**2 (or two objectives), can report steps for pruning, fail on purpose, and records the
-config it ran with in `seen.yaml` (in the working dir, which `hydra.job.chdir=True` makes the job dir).
+    cd tests/apps && python -m plainapp.app --multirun out=/tmp/seen hydra.sweep.dir=/tmp/sweep
+
+It returns x**2 + y**2 + len(name) (or two objectives), can report steps for pruning, fail on purpose, and
+records what it ran with: the config in `{out}/seen-{job num}.yaml` (`seen.yaml` in the working dir with
+chdir_probe=true, which `hydra.job.chdir=True` makes the job dir) and its own start and end times in
+`{out}/ran-{job num}.json`, so tests measure when jobs really ran, not when the sweeper asked for them.
 """
+import json
+import os
+import time
+
 import hydra
 import optuna
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 import sweeper
@@ -12,13 +21,21 @@ import sweeper
 
 @hydra.main(config_path="conf", config_name="quadratic", version_base="1.3")
 def main(cfg):
-    OmegaConf.save(cfg, "seen.yaml" if cfg.get("chdir_probe") else f"{cfg.out}/seen-{cfg.x}-{cfg.y}.yaml")
+    start = time.time()
+    num = OmegaConf.select(HydraConfig.get(), "job.num", default="run")   # the trial number in a sweep
+    OmegaConf.save(cfg, "seen.yaml" if cfg.chdir_probe else f"{cfg.out}/seen-{num}.yaml")
+    time.sleep(cfg.sleep)
+    with open(f"{cfg.out}/ran-{num}.json", "w") as f:
+        json.dump(dict(start=start, end=time.time(), pid=os.getpid()), f)
     if cfg.fail_from is not None and cfg.x >= cfg.fail_from:
         raise ValueError(f"x={cfg.x} is too big")
-    value = cfg.x ** 2 + cfg.y ** 2
+    value = cfg.x ** 2 + cfg.y ** 2 + len(cfg.name)
+    pruned = False
     for step in range(cfg.steps):
-        if sweeper.report(value, step):
+        pruned = sweeper.report(value, step)
+        if pruned:
             raise optuna.TrialPruned()
+    print(f"report returned {pruned}")
     if cfg.two:
         return value, (cfg.x - 2) ** 2 + (cfg.y - 1) ** 2
     return value

@@ -1,0 +1,239 @@
+"""The trial ledger (sweeper/ledger.py) against in-memory Optuna studies: which trials count towards n_trials.
+Milliseconds each; the same rules under real processes are in test_reliability.py."""
+import socket
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.storages import InMemoryStorage
+from optuna.trial import TrialState
+
+from sweeper.ledger import ASKS, Ledger
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = {"lr": FloatDistribution(0.0, 1.0)}
+
+
+def random_study(seed=0, storage=None):
+    return optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed), storage=storage)
+
+
+def numbers(trials):
+    return [t.number for t in trials]
+
+
+def run_out(ledger, space=SPACE):
+    """Ask and complete trials until the ledger says the sweep is done; return the trials it handed out."""
+    asked = []
+    while (trial := ledger.ask(space)) is not None:
+        asked.append(trial)
+        ledger.tell(trial, 0.5)
+    return asked
+
+
+def test_asks_stop_at_exactly_n_trials_and_failures_count():
+    study = random_study()
+    ledger = Ledger(study, 5)
+    states = iter([TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED, TrialState.COMPLETE,
+                   TrialState.COMPLETE])
+    while (trial := ledger.ask(SPACE)) is not None:
+        state = next(states)
+        ledger.tell(trial, 0.5 if state == TrialState.COMPLETE else None,
+                    state=None if state == TrialState.COMPLETE else state)
+    assert len(study.trials) == 5   # the ask that returned None created no trial
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED,
+                                               TrialState.COMPLETE, TrialState.COMPLETE]
+    assert numbers(ledger.counted()) == [0, 1, 2, 3, 4]
+    assert ledger.stop_reason is None
+
+
+def test_waiting_trials_are_not_counted_until_asked():
+    study = random_study()
+    study.enqueue_trial({"lr": 0.25})
+    study.enqueue_trial({"lr": 0.75})
+    ledger = Ledger(study, 1)
+    assert ledger.counted() == []
+    trial = ledger.ask(SPACE)
+    assert trial is not None and trial.params == {"lr": 0.25}
+    ledger.tell(trial, 0.5)
+    assert ledger.ask(SPACE) is None
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.WAITING]
+
+
+def test_a_requeued_trial_runs_again_and_is_counted_once():
+    study = random_study()
+    ledger = Ledger(study, 3)
+    first = ledger.ask(SPACE)
+    ledger.tell(first, 0.5)
+    interrupted = ledger.ask(SPACE)
+    frozen = study.trials[interrupted.number]
+
+    ledger.requeue(frozen, "interrupted by Ctrl-C")
+    closed = study.trials[interrupted.number]
+    assert closed.state == TrialState.FAIL
+    assert closed.user_attrs["uncounted"] is True
+    assert closed.user_attrs["reason"] == "interrupted by Ctrl-C"
+    assert numbers(ledger.counted()) == [0]   # neither the closed trial nor its WAITING copy
+
+    again = ledger.ask(SPACE)
+    assert again.params == frozen.params
+    assert study.trials[again.number].user_attrs["requeued_from"] == interrupted.number
+    ledger.tell(again, 0.5)
+    run_out(ledger)
+
+    assert numbers(ledger.counted()) == [0, 2, 3]
+    assert [t.state for t in ledger.counted()] == [TrialState.COMPLETE] * 3
+    assert len(study.trials) == 4
+    assert frozen.params in [t.params for t in ledger.finished()]
+
+
+class RacingStorage(InMemoryStorage):
+    """An in-memory storage that runs `before` once, just before it creates the next trial: another sweep's ask
+    landing between this sweep's n_trials check and its trial."""
+    before = None
+
+    def create_new_trial(self, study_id, template_trial=None):
+        if self.before is not None:
+            before, self.before = self.before, None
+            before()
+        return super().create_new_trial(study_id, template_trial)
+
+
+def test_of_two_asks_racing_for_the_last_place_the_later_is_surplus():
+    storage = RacingStorage()
+    study = random_study(storage=storage)
+    a, b = Ledger(study, 2, worker="host-a:1"), Ledger(study, 2, worker="host-b:2")
+    first = a.ask(SPACE)
+    by_b = []
+    storage.before = lambda: by_b.append(b.ask(SPACE))
+
+    assert a.ask(SPACE) is None
+    [second] = by_b
+    assert (first.number, second.number) == (0, 1)
+    surplus = study.trials[2]
+    assert surplus.state == TrialState.FAIL
+    assert surplus.user_attrs["uncounted"] is True
+    assert surplus.user_attrs["reason"].startswith("surplus")
+    assert surplus.user_attrs["worker"] == "host-a:1"
+    assert numbers(a.counted()) == [0, 1]
+    assert [t.state for t in a.running()] == [TrialState.RUNNING] * 2
+    assert b.ask(SPACE) is None and len(study.trials) == 3
+
+
+def test_once_both_choices_ran_duplicates_are_uncounted_and_the_space_is_exhausted():
+    study = random_study(seed=0)
+    ledger = Ledger(study, 10)
+    space = {"act": CategoricalDistribution(["relu", "tanh"])}
+    asked = run_out(ledger, space)
+
+    assert sorted(t.params["act"] for t in asked) == ["relu", "tanh"]
+    assert "exhausted" in ledger.stop_reason
+    assert numbers(ledger.counted()) == numbers(asked)
+    uncounted = [t for t in study.trials if t.user_attrs.get("uncounted")]
+    assert all(t.state == TrialState.FAIL and t.user_attrs["reason"].startswith("duplicate") for t in uncounted)
+    # the last ask gave up after exactly ASKS duplicates in a row
+    assert len(study.trials) - (max(numbers(asked)) + 1) == ASKS
+    n = len(study.trials)
+    assert ledger.ask(space) is None and len(study.trials) == n
+
+
+def test_a_failed_trials_params_may_be_asked_again():
+    study = random_study()
+    ledger = Ledger(study, 3)
+    space = {"act": CategoricalDistribution(["relu"])}
+    failed = ledger.ask(space)
+    ledger.tell(failed, state=TrialState.FAIL)
+    retried = ledger.ask(space)
+    assert retried is not None and retried.params == {"act": "relu"}
+    ledger.tell(retried, 0.5)
+    assert ledger.ask(space) is None
+    assert numbers(ledger.counted()) == [0, 1]
+    assert len(study.trials) == 2 + ASKS
+
+
+def test_a_running_trials_params_are_not_asked_again():
+    study = random_study()
+    ledger = Ledger(study, 3)
+    space = {"act": CategoricalDistribution(["relu"])}
+    running = ledger.ask(space)
+    assert ledger.ask(space) is None
+    assert numbers(ledger.counted()) == [running.number]
+    assert study.trials[running.number].state == TrialState.RUNNING
+    assert [t.user_attrs["reason"] for t in study.trials[1:]] == ["duplicate of another trial's params"] * ASKS
+
+
+def test_fail_orphans_requeues_only_dead_sweeps_of_this_host():
+    study = random_study()
+    ledger = Ledger(study, 10, worker="me:1")
+    host = socket.gethostname()
+    workers = [f"{host}:111", f"{host}:222", f"not-{host}:111"]
+    trials = [ledger.ask(SPACE) for _ in workers]
+    for trial, worker in zip(trials, workers):
+        trial.set_user_attr("worker", worker)
+
+    assert ledger.fail_orphans(lambda pid: pid != 111) == [0]
+
+    dead = study.trials[0]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["uncounted"] is True
+    assert dead.user_attrs["reason"] == f"interrupted: its sweep ({host}:111) died"
+    assert [t.state for t in study.trials[1:3]] == [TrialState.RUNNING, TrialState.RUNNING]
+    assert ledger.fail_orphans(lambda pid: pid != 111) == []
+    [waiting] = study.get_trials(states=(TrialState.WAITING,))
+    assert waiting.user_attrs["requeued_from"] == 0
+    assert ledger.ask(SPACE).params == dead.params
+
+
+def test_running_mine_is_only_this_workers_trials():
+    study = random_study()
+    a, b = Ledger(study, 10, worker="host:1"), Ledger(study, 10, worker="host:2")
+    asked = [a.ask(SPACE), b.ask(SPACE), a.ask(SPACE)]
+    a.tell(asked[2], 0.5)
+    assert numbers(a.running(mine=True)) == [0]
+    assert numbers(b.running(mine=True)) == [1]
+    assert numbers(a.running()) == [0, 1]
+    assert [t.user_attrs["worker"] for t in study.trials] == ["host:1", "host:2", "host:1"]
+
+
+def test_stop_keeps_the_first_reason_and_ends_asks():
+    study = random_study()
+    ledger = Ledger(study, 10)
+    ledger.stop("3 trials reached the target")
+    ledger.stop("interrupted")
+    assert ledger.stop_reason == "3 trials reached the target"
+    assert ledger.ask(SPACE) is None and study.trials == []
+
+
+def test_grid_exhaustion_through_tell_stops_instead_of_raising():
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler({"act": ["relu", "tanh"]}, seed=0))
+    ledger = Ledger(study, 10)
+    space = {"act": CategoricalDistribution(["relu", "tanh"])}
+    asked = run_out(ledger, space)
+    assert sorted(t.params["act"] for t in asked) == ["relu", "tanh"]
+    assert ledger.stop_reason == "every point of the grid has been tried"
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+def test_tell_passes_on_other_errors():
+    study = random_study()
+    ledger = Ledger(study, 10)
+    trial = ledger.ask(SPACE)
+    ledger.tell(trial, 0.5)
+    with pytest.raises(ValueError, match="Cannot tell a COMPLETE trial"):
+        ledger.tell(trial, 0.5)
+    assert ledger.stop_reason is None
+
+
+def test_extend_is_called_with_each_asked_trial():
+    study = random_study()
+    seen = []
+
+    def extend(trial):
+        seen.append(trial.number)
+        trial.suggest_int("model.depth", 2, 5)
+
+    ledger = Ledger(study, 3, extend=extend)
+    asked = run_out(ledger)
+    assert seen == numbers(asked) == [0, 1, 2]
+    assert all(set(t.params) == {"lr", "model.depth"} and 2 <= t.params["model.depth"] <= 5
+               for t in ledger.finished())
