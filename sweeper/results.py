@@ -28,7 +28,7 @@ def write_trials_csv(study, path, objectives):
               and not (t.user_attrs.get("uncounted") and "dir" not in t.user_attrs)]
     names = list(dict.fromkeys(k for t in trials for k in t.params))
     values = value_names(objectives, len(study.directions))
-    extras = [k for k in EXTRAS if any(k in t.user_attrs for t in trials)]
+    extras = [k for k in EXTRAS if k not in values and any(k in t.user_attrs for t in trials)]
     tmp = f"{path}.tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)

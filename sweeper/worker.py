@@ -42,11 +42,12 @@ def in_sweep():
 def report(value, step):
     """Report `value` at `step` to the running trial; return True when its pruner says stop.
 
-    Outside a sweep this does nothing and returns False.
+    Outside a sweep, and in a multi-objective study (Optuna cannot prune those), this does nothing and
+    returns False.
     """
     trial = _trial()
-    if trial is None:
-        return False
+    if trial is None or len(trial.study.directions) > 1:
+        return False   # Optuna prunes single-objective studies only
     trial.report(float(value), int(step))
     return trial.should_prune()
 

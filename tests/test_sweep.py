@@ -122,7 +122,9 @@ def test_resume_continues_the_study(tmp_path):
     s = study(tmp_path)
     trials = counted(s)
     assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
-    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    # exactly four asks in all: a sampler not re-seeded past the first run would replay its proposals, and each
+    # replay would be closed as a duplicate, an extra (uncounted) trial in the study
+    assert [t.number for t in s.trials] == [0, 1, 2, 3]
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 4        # nothing proposed twice
     for n, text in first.items():
         assert (tmp_path / "sweep" / str(n) / "metrics.json").read_text() == text  # old dirs untouched
@@ -193,3 +195,62 @@ def test_parallel_workers_finish_every_trial(tmp_path):
         assert (tmp_path / "sweep" / str(t.number) / ".hydra" / "config.yaml").exists()
     starts = sorted((t.datetime_start, t.datetime_complete) for t in s.trials)
     assert starts[1][0] < starts[0][1]                                         # two ran at once
+
+
+def run_search(tmp_path, search, *args):
+    """A shipped hparams_search as a user runs it, shrunk to a few tiny trials in tmp_path."""
+    r = subprocess.run([sys.executable, "-m", "sweeper.train", "--multirun", f"hparams_search={search}",
+                        "data.train_subset=500", "data.test_subset=200", "trainer.epochs=1",
+                        f"hydra.sweep.dir={tmp_path}/sweep", f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db",
+                        "hydra.sweeper.n_jobs=1", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r, optuna.load_study(study_name=search, storage=f"sqlite:///{tmp_path}/study.db")
+
+
+def test_stop_after_hits_stops_at_exactly_that_many_hits(tmp_path):
+    # a target every tiny trial reaches makes each ok trial a hit
+    sweep(tmp_path, {"model.width": "range(6, 13)", "model.dropout": "interval(0.0, 0.1)"},
+          "budget.target_acc=0.01", "hydra.sweeper.stop_after_hits=2", n_trials=5)
+    s = study(tmp_path)
+    assert len(s.trials) == 2 and all(t.user_attrs["hit"] for t in s.trials)
+    rows = list(csv.DictReader(open(tmp_path / "sweep" / "trials.csv")))
+    assert [r["hit"] for r in rows] == ["True", "True"]
+
+
+def test_smallest_search_requires_the_target_and_minimises_params(tmp_path):
+    # a low target makes small tiny trials feasible; the best is the smallest feasible one
+    r, s = run_search(tmp_path, "smallest", "budget.target_acc=0.3", "hydra.sweeper.n_trials=4",
+                      "data.train_subset=2000", "trainer.epochs=2", "augment=none")
+    trials = [t for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 4
+    for t in trials:
+        assert t.value == t.user_attrs["params"]                                   # the objective: params
+        gap = t.system_attrs["constraints:acc_below_target"]
+        assert gap == pytest.approx(0.3 - (t.user_attrs.get("final_test_acc") or 0.0))
+    feasible = [t for t in trials if t.system_attrs["constraints:acc_below_target"] <= 0]
+    assert feasible
+    best = yaml.safe_load(open(tmp_path / "sweep" / "optimization_results.yaml"))
+    assert best["best_value"] == min(t.value for t in feasible)
+
+
+def test_pareto_search_writes_solutions_none_dominating_another(tmp_path):
+    r, s = run_search(tmp_path, "pareto", "hydra.sweeper.n_trials=4")
+    results = yaml.safe_load(open(tmp_path / "sweep" / "optimization_results.yaml"))
+    assert results["name"] == "optuna" and results["solutions"]
+    sols = [tuple(x["values"]) for x in results["solutions"]]
+    for t in s.trials:
+        # a rejected (untrained) model is told accuracy 0
+        assert t.values == [t.user_attrs.get("final_test_acc") or 0.0, t.user_attrs["params"]]
+    for a in sols:          # maximise accuracy, minimise params: no solution is at least as good on both and better
+        for b in sols:
+            assert not (b != a and b[0] >= a[0] and b[1] <= a[1]), (a, b, sols)
+    assert {x["number"] for x in results["solutions"]} == {t.number for t in s.best_trials}
+
+
+def test_a_study_with_only_infeasible_trials_writes_trials_csv_and_goes_on(tmp_path):
+    r = sweep(tmp_path, {"model.width": "choice(8, 10)"}, "budget.max_params=100", n_trials=2)
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out and "No feasible trials" not in out
+    rows = list(csv.DictReader(open(tmp_path / "sweep" / "trials.csv")))
+    assert [r["status"] for r in rows] == ["rejected", "rejected"]
+    assert not (tmp_path / "sweep" / "optimization_results.yaml").exists()   # no feasible best to report
