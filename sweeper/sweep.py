@@ -163,7 +163,7 @@ class OptunaSweep:
         if self.n_jobs > 1:
             result = worker.run(self.config, overrides, job_dir, trial.number, spec)
         else:
-            if spec:   # another launcher may run the job elsewhere: Hydra sets this in the job's process
+            if spec and not self.in_process:   # another launcher runs the job elsewhere: Hydra sets this there
                 overrides.append(f"++hydra.job.env_set.{worker.TRIAL_ENV}='{spec}'")
             with worker.bound(trial):   # Hydra's basic launcher runs the job in this process
                 [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
