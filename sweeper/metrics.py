@@ -1,11 +1,12 @@
 """The `metrics.json` format, owned here: `train` writes it, `sweep` and `compare` read it.
 
 A trial dir's `metrics.json` holds `status` (ok, failed, pruned, rejected), `reason`, `params`, `budget`,
-`epochs` (one dict per epoch with `test_acc`), `best_test_acc`, `final_test_acc`, `first_epoch_at_target` and
-`wall_seconds`. Readers turn it into one flat record (`FIELDS`) and judge hits with `is_hit`, the one hit rule.
+`epochs` (one dict per epoch with `test_acc`), `best_test_acc`, `final_test_acc`, `first_epoch_at_target`,
+`started_at`, `ended_at` (unix seconds) and `wall_seconds`. Readers turn it into one flat record (`FIELDS`) and judge hits with `is_hit`, the one hit rule.
 """
 import json
 import os
+import time
 from pathlib import Path
 
 # conf/train.yaml's budget: only for metrics.json files written before trials recorded their own
@@ -14,6 +15,21 @@ DEFAULT_BUDGET = dict(max_params=20000, max_epochs=20, target_acc=0.994)
 FIELDS = ["trial", "sweep", "status", "hit", "params", "final_test_acc", "best_test_acc", "first_epoch_at_target",
           "epochs", "seconds_per_epoch", "wall_seconds", "value", "reason", "dir"]
 NUMBERS = ["params", "final_test_acc", "best_test_acc", "first_epoch_at_target", "seconds_per_epoch", "wall_seconds"]
+
+
+def new(seed, overrides, budget):
+    """The metrics.json of a trial that has not run yet: `status: failed` until it ends otherwise."""
+    return dict(params=None, status="failed", reason=None, seed=seed, device=None, precision=None,
+                overrides=list(overrides), budget=dict(budget), epochs=[], best_test_acc=None, final_test_acc=None,
+                first_epoch_at_target=None, started_at=round(time.time(), 3), ended_at=None, wall_seconds=None)
+
+
+def over_budget(n_params, max_params):
+    """Why a model is rejected, or None when it fits."""
+    if n_params <= max_params:
+        return None
+    return (f"model has {n_params} parameters, over budget.max_params={max_params}; "
+            f"lower model.width or raise budget.max_params")
 
 
 def write_json(path, obj):

@@ -41,7 +41,8 @@ class SweepError(Exception):
 
 class OptunaSweep:
     def __init__(self, sampler, pruner, direction, study_name, storage, n_trials, n_jobs, max_failure_rate,
-                 params, custom_search_space, objectives, stop_after_hits, require_target, accept_changes):
+                 params, custom_search_space, objectives, stop_after_hits, require_target, accept_changes,
+                 prune_guard):
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.directions = list(direction) if isinstance(direction, (list, tuple, ListConfig)) else [direction]
         self.study_name, self.storage, self.n_trials, self.n_jobs = study_name, storage, n_trials, n_jobs
@@ -50,6 +51,9 @@ class OptunaSweep:
         self.custom_search_space = custom_search_space
         self.objectives = list(objectives) if objectives else None
         self.require_target, self.accept_changes = require_target, accept_changes
+        _check(prune_guard is None or isinstance(prune_guard, (int, float)) and math.isfinite(prune_guard),
+               "prune_guard", prune_guard, "a number or null")
+        self.prune_guard = None if prune_guard is None else float(prune_guard)
         for d in self.directions:
             _check(d in ("minimize", "maximize"), "direction", d, "minimize or maximize, or a list of them")
         _check(isinstance(n_trials, int) and n_trials > 0, "n_trials", n_trials, "an integer > 0")
@@ -159,13 +163,16 @@ class OptunaSweep:
         overrides = sp.overrides(trial, self.space, self.config) + self.fixed
         job_dir = self.sweep_dir / str(trial.number)
         trial.set_user_attr("dir", str(job_dir.absolute()))  # compare may run from another folder
-        spec = worker.spec(self.storage_url, study, trial, _plain(self.pruner_cfg)) if self.storage_url else None
+        if self.budget is not None and self.reject_over_budget(study, trial, overrides, job_dir):
+            return
+        spec = worker.spec(self.storage_url, study, trial, _plain(self.pruner_cfg), self.prune_guard) \
+            if self.storage_url else None
         if self.n_jobs > 1:
             result = worker.run(self.config, overrides, job_dir, trial.number, spec)
         else:
             if spec and not self.in_process:   # another launcher runs the job elsewhere: Hydra sets this there
                 overrides.append(f"++hydra.job.env_set.{worker.TRIAL_ENV}='{spec}'")
-            with worker.bound(trial):   # Hydra's basic launcher runs the job in this process
+            with worker.bound(trial, self.prune_guard):   # Hydra's basic launcher runs the job in this process
                 [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
             job_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
             result = worker.from_job_return(ret)
@@ -177,6 +184,29 @@ class OptunaSweep:
                 return  # the interrupt handler re-queues this trial
             self.tell(study, trial, result, m)
             results.write_outputs(study, self.sweep_dir, self.objectives)
+
+    def reject_over_budget(self, study, trial, overrides, job_dir):
+        """Count the proposal's model from its composed config (no weights allocated) and, over budget, reject
+        it here: no process starts and no n_jobs slot waits. Its job dir still gets a `rejected` metrics.json."""
+        from sweeper.model import count   # torch: only for apps with a budget
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        if "model" not in cfg or "budget" not in cfg:
+            return False
+        n_params = count(cfg.model)
+        reason = mx.over_budget(n_params, cfg.budget.max_params)
+        if reason is None:
+            return False
+        (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(list(overrides)), job_dir / ".hydra" / "overrides.yaml")
+        m = mx.new(cfg.get("seed"), overrides, cfg.budget)
+        m.update(status="rejected", reason=reason, params=n_params, ended_at=m["started_at"], wall_seconds=0.0)
+        mx.write_json(job_dir / "metrics.json", m)
+        log.info(f"trial {trial.number}: rejected before it started: {reason}")
+        with self.lock:
+            # the value a rejected MNIST trial returns: accuracy 0, never a good trial
+            self.tell(study, trial, worker.JobResult("completed", [0.0] * len(self.directions)), m)
+            results.write_outputs(study, self.sweep_dir, self.objectives)
+        return True
 
     def tell(self, study, trial, result, m):
         """Tell Optuna how a trial ended: from its metrics.json where it wrote one, else from what the task did."""
@@ -194,11 +224,11 @@ class OptunaSweep:
             self.ledger.tell(trial, state=TrialState.PRUNED)
         elif values is not None:
             if self.budget is not None and m and m.get("params") is not None:
+                budget = {**OmegaConf.to_container(self.budget), **(m.get("budget") or {})}  # the trial's own
                 # feasible when <= 0; TPE, NSGA-II and GP prefer feasible trials
-                trial.set_constraint("params_over_budget", m["params"] - self.budget.max_params)
+                trial.set_constraint("params_over_budget", m["params"] - budget["max_params"])
                 if self.require_target:
-                    trial.set_constraint("acc_below_target",
-                                         self.budget.target_acc - (m.get("final_test_acc") or 0.0))
+                    trial.set_constraint("acc_below_target", budget["target_acc"] - (m.get("final_test_acc") or 0.0))
             self.ledger.tell(trial, values)
         else:
             self.ledger.tell(trial, state=TrialState.FAIL)

@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from sweeper import data, worker
-from sweeper.metrics import write_json
-from sweeper.model import count_params
+from sweeper import metrics as mx
+from sweeper.model import count
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,7 @@ def train(cfg, out_dir, overrides=(), report=None):
     """
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
-    metrics = dict(params=None, status="failed", reason=None, seed=cfg.seed, device=None, precision=None,
-                   overrides=list(overrides), budget=dict(cfg.budget), epochs=[], best_test_acc=None,
-                   final_test_acc=None, first_epoch_at_target=None, wall_seconds=None)
+    metrics = mx.new(cfg.seed, overrides, cfg.budget)
     try:
         _train(cfg, out_dir, metrics, report)
         metrics["status"] = "ok"
@@ -187,8 +185,9 @@ def train(cfg, out_dir, overrides=(), report=None):
         metrics["reason"] = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else str(e) or type(e).__name__
         raise
     finally:
+        metrics["ended_at"] = round(time.time(), 3)
         metrics["wall_seconds"] = round(time.time() - t0, 3)
-        write_json(os.path.join(out_dir, "metrics.json"), metrics)
+        mx.write_json(os.path.join(out_dir, "metrics.json"), metrics)
     return metrics
 
 
@@ -201,13 +200,11 @@ def _train(cfg, out_dir, metrics, report):
     metrics["device"] = str(device)
     metrics["precision"] = "bf16" if bf16 else "fp32"
 
+    metrics["params"] = n_params = count(cfg.model)   # counted before any weight is allocated
+    if reason := mx.over_budget(n_params, budget.max_params):
+        raise Rejected(reason)
     torch.manual_seed(cfg.seed)
-    model = instantiate(cfg.model)
-    metrics["params"] = n_params = count_params(model)
-    if n_params > budget.max_params:
-        raise Rejected(f"model has {n_params} parameters, over budget.max_params={budget.max_params}; "
-                       f"lower model.width or raise budget.max_params")
-    model = model.to(device, memory_format=torch.channels_last)
+    model = instantiate(cfg.model).to(device, memory_format=torch.channels_last)
     if cfg.trainer.compile:
         model = torch.compile(model)
     opt = instantiate(cfg.optimizer, params=model.parameters())

@@ -28,11 +28,11 @@ from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 
-TRIAL_ENV = "SWEEPER_TRIAL"   # {"storage", "study", "trial_id", "pruner"}: a job outside the sweep's process
+TRIAL_ENV = "SWEEPER_TRIAL"   # {"storage", "study", "trial_id", "pruner", "guard"}: a job outside the sweep's process
 RETURN_FILE = "job_return.json"
 
-_bound = None                 # the trial of a job that runs in the sweep's own process
-_loaded = {}                  # env spec -> trial, loaded once per process
+_bound = None                 # (trial, guard) of a job that runs in the sweep's own process
+_loaded = {}                  # env spec -> (trial, guard), loaded once per process
 
 
 def in_sweep():
@@ -42,13 +42,20 @@ def in_sweep():
 def report(value, step):
     """Report `value` at `step` to the running trial; return True when its pruner says stop.
 
+    A value at or beyond the sweep's `prune_guard` (in the direction of the first objective) is never pruned.
     Outside a sweep, and in a multi-objective study (Optuna cannot prune those), this does nothing and
     returns False.
     """
-    trial = _trial()
+    trial, guard = _trial()
     if trial is None or len(trial.study.directions) > 1:
-        return False   # Optuna prunes single-objective studies only
-    trial.report(float(value), int(step))
+        return False
+    value = float(value)
+    trial.report(value, int(step))
+    if guard is not None:
+        import optuna
+        maximize = trial.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        if (value >= guard) if maximize else (value <= guard):
+            return False
     return trial.should_prune()
 
 
@@ -57,7 +64,7 @@ def _trial():
         return _bound
     spec = os.environ.get(TRIAL_ENV)
     if not spec:
-        return None
+        return None, None
     if spec not in _loaded:
         import optuna
         from hydra.utils import instantiate
@@ -66,24 +73,25 @@ def _trial():
         s = json.loads(spec)
         study = optuna.load_study(study_name=s["study"], storage=open_storage(s["storage"]),
                                   pruner=instantiate(s["pruner"]))
-        _loaded[spec] = optuna.Trial(study, s["trial_id"])
+        _loaded[spec] = optuna.Trial(study, s["trial_id"]), s.get("guard")
     return _loaded[spec]
 
 
 @contextmanager
-def bound(trial):
+def bound(trial, guard=None):
     """Make `trial` the one `report` reaches while a job runs in this process."""
     global _bound
-    _bound = trial
+    _bound = trial, guard
     try:
         yield
     finally:
         _bound = None
 
 
-def spec(storage_url, study, trial, pruner_cfg):
+def spec(storage_url, study, trial, pruner_cfg, guard=None):
     """SWEEPER_TRIAL for a job in another process: enough to load its trial from the storage."""
-    return json.dumps(dict(storage=storage_url, study=study.study_name, trial_id=trial._trial_id, pruner=pruner_cfg))
+    return json.dumps(dict(storage=storage_url, study=study.study_name, trial_id=trial._trial_id, pruner=pruner_cfg,
+                           guard=guard))
 
 
 # ---------------------------------------------------------------- what a job returned

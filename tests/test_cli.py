@@ -1,9 +1,11 @@
 """`python -m sweeper.train` as a user types it."""
 import json
+import subprocess
+import sys
 
 import pytest
 
-from conftest import TINY, cli
+from conftest import ROOT, TINY, cli
 
 
 @pytest.mark.slow
@@ -48,3 +50,22 @@ def test_over_budget_cli_names_both_numbers(tmp_path):
     assert r.returncode != 0
     assert "over budget.max_params=20000" in r.stderr and "model has" in r.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "rejected"
+
+
+def test_a_huge_model_is_counted_not_allocated(tmp_path):
+    # width=5000 is 2.1 G parameters: 8.4 GB when the model was built to count it; counted on the meta device
+    # the whole process stays at torch's import size
+    probe = ("import resource, runpy, sys\n"
+             "sys.argv = ['sweeper.train', *sys.argv[1:]]\n"
+             "try:\n"
+             "    runpy.run_module('sweeper.train', run_name='__main__')\n"
+             "finally:\n"
+             "    print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", probe, "model.width=5000", f"hydra.run.dir={tmp_path}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert "model has 2075235010 parameters, over budget.max_params=20000" in r.stderr
+    rss_kb = int(r.stderr.split("maxrss_kb")[1].split()[0])
+    assert rss_kb < 1_000_000, rss_kb
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "rejected" and m["params"] == 2075235010 and m["epochs"] == []

@@ -73,8 +73,9 @@ def test_tiny_sweep_writes_every_output(tmp_path):
     assert set(best["best_params"]) == {"model.width", "optimizer.lr"}
 
 
-def test_over_budget_trials_are_rejected_untrained_and_infeasible(tmp_path):
-    sweep(tmp_path, {"model.width": "choice(8, 40)"}, sampler="grid", n_trials=2)
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_over_budget_trials_are_rejected_untrained_and_infeasible(tmp_path, n_jobs):
+    r = sweep(tmp_path, {"model.width": "choice(8, 40)"}, sampler="grid", n_trials=2, n_jobs=n_jobs)
     s = study(tmp_path)
     by_width = {t.params["model.width"]: t for t in s.trials}
     big, small = by_width[40], by_width[8]
@@ -84,6 +85,10 @@ def test_over_budget_trials_are_rejected_untrained_and_infeasible(tmp_path):
     m = metrics(tmp_path, big.number)
     assert m["status"] == "rejected" and m["epochs"] == [] and m["wall_seconds"] < 10
     assert not (tmp_path / "sweep" / str(big.number) / "model.pt").exists()
+    # rejected by the sweeper from the composed config: no job ran (Hydra writes config.yaml as a job starts)
+    assert "rejected before it started" in r.stdout + r.stderr
+    assert not (tmp_path / "sweep" / str(big.number) / ".hydra" / "config.yaml").exists()
+    assert (tmp_path / "sweep" / str(small.number) / ".hydra" / "config.yaml").exists()
     assert small.value > 0.0 and s.best_trial.number == small.number
 
 

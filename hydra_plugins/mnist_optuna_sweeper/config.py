@@ -99,6 +99,7 @@ class OptunaSweeperConf:
     stop_after_hits: Optional[int] = None          # stop once this many trials meet all three budget constraints
     require_target: bool = False         # make final_test_acc >= budget.target_acc a constraint
     accept_changes: bool = False         # resume a stored study although its search space or fixed overrides differ
+    prune_guard: Optional[float] = None  # a trial whose latest reported value is at or beyond this is never pruned
 
 
 SAMPLERS = dict(tpe=TPESamplerConf, random=RandomSamplerConf, cmaes=CmaEsSamplerConf, nsgaii=NSGAIISamplerConf,
