@@ -22,7 +22,7 @@ from sweeper.records import find_trial_dirs, merge, read_study, read_trial, warn
 WIDTH = 100        # the table fits a 100-column terminal; varying overrides that don't fit are named below it
 CUT = 12           # override headers and values are cut to this many characters in the table (not in CSV/JSON)
 STATUSES = ["ok", "pruned", "failed", "rejected", "running", "broken"]  # the summary's order
-DESCENDING = {"hit", "final_test_acc", "best_test_acc"}   # --sort puts these best first, everything else ascending
+DESCENDING = {"hit", "final_test_acc", "best_test_acc", "min_final_test_acc", "mean_final_test_acc"}   # --sort puts these best first, everything else ascending
 
 
 def pct(v):
@@ -33,6 +33,18 @@ def pct(v):
 COLUMNS = [("params", "params", str), ("final%", "final_test_acc", pct), ("best%", "best_test_acc", pct),
            ("tgt@ep", "first_epoch_at_target", str), ("epochs", "epochs", str),
            ("s/ep", "seconds_per_epoch", "{:.1f}".format)]
+# after final%, when some trial ran on several seeds (hydra.sweeper.confirm_seeds)
+SEEDED = [("seeds", "seeds", str), ("worst%", "min_final_test_acc", pct), ("mean%", "mean_final_test_acc", pct)]
+
+
+def columns(rows):
+    if not any((r["seeds"] or 1) > 1 for r in rows):
+        return COLUMNS
+    return COLUMNS[:2] + SEEDED + COLUMNS[2:]
+
+
+def mark(r):
+    return "**" if r["hit"] and (r["seeds"] or 1) > 1 else "*" if r["hit"] else ""
 
 
 def plural(n, word):
@@ -77,7 +89,7 @@ def show_override(value):
 
 def short_names(keys):
     """'optimizer.lr' -> 'lr', or 'o.lr' where another key or a table header ends the same way, else in full."""
-    taken = {"trial", "status", *(h for h, _, _ in COLUMNS)}
+    taken = {"trial", "status", *(h for h, _, _ in COLUMNS + SEEDED)}
     last = [k.rsplit(".", 1)[-1] for k in keys]
     initials = [".".join([p[0] for p in k.split(".")[:-1]] + [s]) for k, s in zip(keys, last)]
     return [s if last.count(s) == 1 and s not in taken else i if initials.count(i) == 1 and i not in taken else k
@@ -86,13 +98,13 @@ def short_names(keys):
 
 def sort_field(key, records):
     """A --sort KEY as a getter: a table header, a CSV field, or an override key (in full, or its last part)."""
-    field = {h: f for h, f, _ in COLUMNS}.get(key, key)
+    field = {h: f for h, f, _ in COLUMNS + SEEDED}.get(key, key)
     if field in FIELDS:
         return field, lambda r: r[field]
     keys = override_keys(records)
     matches = [k for k in keys if key == k] or [k for k, s in zip(keys, short_names(keys)) if key == s]
     if len(matches) != 1:
-        choices = [h for h, _, _ in COLUMNS] + FIELDS + keys
+        choices = [h for h, _, _ in COLUMNS + SEEDED] + FIELDS + keys
         raise ValueError(f"--sort {key}: not a column, field or override key; use one of {', '.join(choices)}")
     return matches[0], lambda r: r["overrides"].get(matches[0])
 
@@ -122,9 +134,9 @@ def format_table(rows):
         return max(len(s) for s in [col[0], *col[1]])
 
     # a column is (header, cells, right-aligned); the mark column is one wide even when nothing is marked
-    head = [(" ", ["*" if r["hit"] else "" for r in rows], False), ("trial", [r["label"] for r in rows], False),
+    head = [(" ", [mark(r) for r in rows], False), ("trial", [r["label"] for r in rows], False),
             ("status", [r["status"] for r in rows], False)]
-    tail = [(h, [show(r[f], fmt) for r in rows], True) for h, f, fmt in COLUMNS]
+    tail = [(h, [show(r[f], fmt) for r in rows], True) for h, f, fmt in columns(rows)]
     used = sum(width(c) + 2 for c in head + tail) - 2
     middle, left_out = [], []
     keys = varying_keys(rows)
@@ -148,10 +160,14 @@ def format_table(rows):
 def legend(records):
     budgets = {tuple(sorted(r["budget"].items())) for r in records}
     if len(budgets) != 1:
-        return "* hit: status ok and inside its own budget (the budgets differ; see --json)"
-    b = records[0]["budget"]
-    return (f"* hit: final test acc >= {100 * b['target_acc']:.2f} %, params <= {b['max_params']}, "
-            f"epochs <= {b['max_epochs']}")
+        text = "* hit: status ok and inside its own budget (the budgets differ; see --json)"
+    else:
+        b = records[0]["budget"]
+        text = (f"* hit: final test acc >= {100 * b['target_acc']:.2f} %, params <= {b['max_params']}, "
+                f"epochs <= {b['max_epochs']}")
+    if any((r["seeds"] or 1) > 1 for r in records):
+        text += "\n** confirmed: a hit on every seed it ran (worst% and mean% are over its seeds)"
+    return text
 
 
 def summary(records):
@@ -240,7 +256,8 @@ def main(argv=None):
         return 1
 
     for r, label in zip(records, labels(records)):
-        r["hit"], r["label"] = is_hit(r), label
+        # a trial run on several seeds hits only if every seed does
+        r["hit"], r["label"] = is_hit(r) and r["seeds_hit"] is not False, label
     try:
         rows = sort_records(records, args.sort)
     except ValueError as e:

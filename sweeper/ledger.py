@@ -100,3 +100,13 @@ class Ledger:
                 self.requeue(t, f"interrupted: its sweep ({worker}) died")
                 orphans.append(t.number)
         return orphans
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

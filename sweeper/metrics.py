@@ -13,7 +13,8 @@ from pathlib import Path
 DEFAULT_BUDGET = dict(max_params=20000, max_epochs=20, target_acc=0.994)
 # one record per trial; these scalar fields are the CSV/JSON columns (accuracies are fractions, as in metrics.json)
 FIELDS = ["trial", "sweep", "status", "hit", "params", "final_test_acc", "best_test_acc", "first_epoch_at_target",
-          "epochs", "seconds_per_epoch", "wall_seconds", "value", "reason", "dir"]
+          "epochs", "seconds_per_epoch", "wall_seconds", "seeds", "min_final_test_acc", "mean_final_test_acc",
+          "value", "reason", "dir"]
 NUMBERS = ["params", "final_test_acc", "best_test_acc", "first_epoch_at_target", "seconds_per_epoch", "wall_seconds"]
 
 
@@ -52,7 +53,8 @@ def read(job_dir):
 
 def new_record(**fields):
     rec = dict.fromkeys(FIELDS)
-    rec.update(overrides={}, budget=dict(DEFAULT_BUDGET), test_acc=[])
+    # seeds_hit: every seed of a trial run on several (hydra.sweeper.confirm_seeds) hit; None for one seed
+    rec.update(overrides={}, budget=dict(DEFAULT_BUDGET), test_acc=[], seeds_hit=None)
     rec.update(fields)
     return rec
 
@@ -90,5 +92,21 @@ def is_hit(r):
 
 
 def metrics_hit(m):
-    """The hit rule on a metrics.json dict."""
-    return is_hit(new_record(**from_metrics(m)))
+    """The hit rule on a metrics.json dict (None: a run that wrote none, never a hit)."""
+    return m is not None and is_hit(new_record(**from_metrics(m)))
+
+
+def confirmation_dirs(trial_dir):
+    """The dirs of a trial's confirmation runs (`seed<N>/`, see hydra.sweeper.confirm_seeds), by seed."""
+    found = [d for d in Path(trial_dir).glob("seed*") if d.is_dir() and d.name[4:].isdigit()]
+    return sorted(found, key=lambda d: int(d.name[4:]))
+
+
+def over_seeds(runs):
+    """A trial run on several seeds (its own first, then its confirmations; None for a run that wrote no
+    metrics.json): it hits only if every run hits. Returns the fields trials.csv and compare show."""
+    finals = [m.get("final_test_acc") if m else None for m in runs]
+    known = [f for f in finals if f is not None]
+    return dict(seeds=len(runs), hit=all(metrics_hit(m) for m in runs),
+                min_final_test_acc=min(finals) if None not in finals else None,
+                mean_final_test_acc=sum(known) / len(known) if known else None)

@@ -10,7 +10,8 @@ import sys
 
 import yaml
 
-from sweeper.metrics import DEFAULT_BUDGET, first_at_target, from_metrics, new_record
+from sweeper.metrics import (DEFAULT_BUDGET, confirmation_dirs, first_at_target, from_metrics, new_record, over_seeds,
+                             read)
 
 
 def warn(msg):
@@ -79,6 +80,10 @@ def read_trial(d):
         m = json.loads(path.read_text())
         rec.update(from_metrics(m))
         rec["overrides"] = parse_overrides(overrides if overrides is not None else m.get("overrides"))
+        confirmations = confirmation_dirs(d)   # seed<N>/: the same trial on more seeds
+        seeds = over_seeds([m] + [read(c) for c in confirmations])
+        rec.update(seeds=seeds["seeds"], min_final_test_acc=seeds["min_final_test_acc"],
+                   mean_final_test_acc=seeds["mean_final_test_acc"], seeds_hit=seeds["hit"] if confirmations else None)
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         warn(f"cannot read {path}: {e}")
         rec.update(status="broken", reason=f"{type(e).__name__}: {e}", overrides=parse_overrides(overrides))
@@ -121,7 +126,10 @@ def read_study(storage, name):
             first_epoch_at_target=ua.get("first_epoch_at_target", first_at_target(curve, budget["target_acc"])),
             epochs=epochs if isinstance(epochs, int) else len(curve) if curve else None,
             seconds_per_epoch=ua.get("seconds_per_epoch"), value=value, reason=ua.get("reason"), dir=ua.get("dir"),
-            overrides={k: str(v) for k, v in t.params.items()}, budget=budget, test_acc=curve))
+            overrides={k: str(v) for k, v in t.params.items()}, budget=budget, test_acc=curve,
+            seeds=ua.get("seeds"), min_final_test_acc=ua.get("min_final_test_acc"),
+            mean_final_test_acc=ua.get("mean_final_test_acc"),
+            seeds_hit=ua.get("hit") if (ua.get("seeds") or 1) > 1 else None))
     return study, records
 
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 # the MNIST trial's extras, read from its metrics.json (user_attrs): columns only when some trial has them
-EXTRAS = ["params", "epochs", "hit"]
+EXTRAS = ["params", "epochs", "hit", "seeds", "min_final_test_acc"]
 
 
 def value_names(objectives, n):

@@ -4,6 +4,7 @@ A study stores its identity (search space and fixed overrides, `space.identity`)
 on it; a later sweep whose identity differs stops before any trial instead of mixing two experiments under one
 name. Raising n_trials is not a change of identity.
 """
+import os
 import time
 
 import optuna
@@ -69,3 +70,14 @@ def check_identity(study, identity, accept_changes):
                 f"hydra.sweeper.study_name, or add hydra.sweeper.accept_changes=true to continue it with these")
     if stored != identity:
         study.set_user_attr(IDENTITY, identity)
+
+
+def absolute_url(url):
+    """sqlite:///rel.db and journal paths relative to where the sweep started, as absolute ones."""
+    if url is None:
+        return None
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
+        return "sqlite:///" + os.path.abspath(url[len("sqlite:///"):])
+    if "://" not in url:
+        return os.path.abspath(url)
+    return url

@@ -12,10 +12,10 @@ The task returns a float, or one float per direction. What this sweeper adds to 
 
 This module runs the sweep: it asks the ledger for trials, launches them, and tells Optuna how they ended.
 """
+import contextlib
 import importlib
 import logging
 import math
-import os
 import threading
 from pathlib import Path
 
@@ -25,8 +25,8 @@ from optuna.trial import TrialState
 
 from sweeper import metrics as mx
 from sweeper import results, space as sp, worker
-from sweeper.ledger import Ledger
-from sweeper.study import StudyError, check_identity, make_study
+from sweeper.ledger import Ledger, alive
+from sweeper.study import StudyError, absolute_url, check_identity, make_study
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class SweepError(Exception):
 class OptunaSweep:
     def __init__(self, sampler, pruner, direction, study_name, storage, n_trials, n_jobs, max_failure_rate,
                  params, custom_search_space, objectives, stop_after_hits, require_target, accept_changes,
-                 prune_guard):
+                 prune_guard, confirm_seeds):
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.directions = list(direction) if isinstance(direction, (list, tuple, ListConfig)) else [direction]
         self.study_name, self.storage, self.n_trials, self.n_jobs = study_name, storage, n_trials, n_jobs
@@ -54,6 +54,9 @@ class OptunaSweep:
         _check(prune_guard is None or isinstance(prune_guard, (int, float)) and math.isfinite(prune_guard),
                "prune_guard", prune_guard, "a number or null")
         self.prune_guard = None if prune_guard is None else float(prune_guard)
+        _check(isinstance(confirm_seeds, int) and confirm_seeds >= 0, "confirm_seeds", confirm_seeds,
+               "an integer >= 0")
+        self.confirm_seeds = confirm_seeds
         for d in self.directions:
             _check(d in ("minimize", "maximize"), "direction", d, "minimize or maximize, or a list of them")
         _check(isinstance(n_trials, int) and n_trials > 0, "n_trials", n_trials, "an integer > 0")
@@ -93,7 +96,7 @@ class OptunaSweep:
         if self.storage is None and not self.in_process:
             # trials in other processes reach their Optuna trial through the storage: give this sweep one
             self.storage_url = str(self.sweep_dir / "study.journal")
-        self.storage_url = _absolute(self.storage_url)   # a job with hydra.job.chdir=True opens it from its dir
+        self.storage_url = absolute_url(self.storage_url)   # a job with hydra.job.chdir=True opens it from its dir
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         try:
@@ -103,7 +106,7 @@ class OptunaSweep:
         except (StudyError, sp.SpaceError) as e:
             raise SweepError(str(e)) from None
         self.ledger = ledger = Ledger(study, self.n_trials, extend)
-        for number in ledger.fail_orphans(_alive):
+        for number in ledger.fail_orphans(alive):
             log.warning(f"trial {number} was left RUNNING by a dead sweep: marked FAIL and re-queued")
         log.info(f"study {study.study_name!r} in {self.storage_url or 'memory'}: {len(ledger.finished())} of "
                  f"{self.n_trials} trials done; {self.n_jobs} at a time; trial dirs under {self.sweep_dir}")
@@ -144,7 +147,7 @@ class OptunaSweep:
                 log.exception(f"trial {trial.number} crashed the sweeper's side")
                 with self.lock:
                     if study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
-                        self.tell(study, trial, worker.JobResult("failed", error=worker.describe(e)), None)
+                        self.tell(study, trial, [(worker.JobResult("failed", error=worker.describe(e)), None)])
 
     def interrupted(self, study):
         """Ctrl-C: fail and re-queue this sweep's running trials, keep the finished ones, say how to resume."""
@@ -167,23 +170,45 @@ class OptunaSweep:
             return
         spec = worker.spec(self.storage_url, study, trial, _plain(self.pruner_cfg), self.prune_guard) \
             if self.storage_url else None
-        if self.n_jobs > 1:
-            result = worker.run(self.config, overrides, job_dir, trial.number, spec)
-        else:
-            if spec and not self.in_process:   # another launcher runs the job elsewhere: Hydra sets this there
-                overrides.append(f"++hydra.job.env_set.{worker.TRIAL_ENV}='{spec}'")
-            with worker.bound(trial, self.prune_guard):   # Hydra's basic launcher runs the job in this process
-                [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
-            job_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
-            result = worker.from_job_return(ret)
-            if isinstance(ret._return_value, KeyboardInterrupt):
-                raise KeyboardInterrupt
-        m = mx.read(job_dir)
+        result, job_dir = self.launch(overrides, job_dir, trial.number, trial, spec)
+        runs = [(result, mx.read(job_dir))]
+        if self.confirm_seeds and mx.metrics_hit(runs[0][1]):
+            runs += self.confirm(trial, overrides, job_dir, runs[0][1])
         with self.lock:
             if self.ledger.stop_reason == "interrupted":
                 return  # the interrupt handler re-queues this trial
-            self.tell(study, trial, result, m)
+            self.tell(study, trial, runs)
             results.write_outputs(study, self.sweep_dir, self.objectives)
+
+    def launch(self, overrides, job_dir, number, trial=None, spec=None):
+        """One job, in a worker process (n_jobs > 1) or through Hydra's launcher -> (JobResult, its dir).
+        Only a trial's own run reports to it (`trial`, `spec`); its confirmation runs do not."""
+        if self.n_jobs > 1:
+            return worker.run(self.config, overrides, job_dir, number, spec or ""), job_dir
+        if spec and not self.in_process:   # another launcher runs the job elsewhere: Hydra sets this there
+            overrides = overrides + [f"++hydra.job.env_set.{worker.TRIAL_ENV}='{spec}'"]
+        if job_dir.parent != self.sweep_dir:   # a confirmation run, inside its trial's dir
+            overrides = overrides + [f"hydra.sweep.subdir={job_dir.relative_to(self.sweep_dir)}"]
+        with worker.bound(trial, self.prune_guard) if trial else contextlib.nullcontext():
+            [ret] = self.launcher.launch([overrides], initial_job_idx=number)   # the basic one: in this process
+        if isinstance(ret._return_value, KeyboardInterrupt):
+            raise KeyboardInterrupt
+        return worker.from_job_return(ret), Path(ret.hydra_cfg.hydra.runtime.output_dir)
+
+    def confirm(self, trial, overrides, job_dir, m):
+        """A hit runs again on seeds seed+1 ... seed+confirm_seeds, in <trial dir>/seed<N>/; the first miss ends it."""
+        runs = []
+        for seed in range(m["seed"] + 1, m["seed"] + 1 + self.confirm_seeds):
+            log.info(f"trial {trial.number}: hit ({m['final_test_acc']:.4f}) on seed {m['seed']}; "
+                     f"confirming on seed {seed}")
+            result, run_dir = self.launch([*overrides, f"seed={seed}"], job_dir / f"seed{seed}", trial.number)
+            runs.append((result, mx.read(run_dir)))
+            acc = (runs[-1][1] or {}).get("final_test_acc")
+            hit = mx.metrics_hit(runs[-1][1])
+            log.info(f"trial {trial.number}: seed {seed}: {acc} -> {'hit' if hit else 'miss, not confirmed'}")
+            if not hit:
+                break
+        return runs
 
     def reject_over_budget(self, study, trial, overrides, job_dir):
         """Count the proposal's model from its composed config (no weights allocated) and, over budget, reject
@@ -204,20 +229,29 @@ class OptunaSweep:
         log.info(f"trial {trial.number}: rejected before it started: {reason}")
         with self.lock:
             # the value a rejected MNIST trial returns: accuracy 0, never a good trial
-            self.tell(study, trial, worker.JobResult("completed", [0.0] * len(self.directions)), m)
+            self.tell(study, trial, [(worker.JobResult("completed", [0.0] * len(self.directions)), m)])
             results.write_outputs(study, self.sweep_dir, self.objectives)
         return True
 
-    def tell(self, study, trial, result, m):
-        """Tell Optuna how a trial ended: from its metrics.json where it wrote one, else from what the task did."""
+    def tell(self, study, trial, runs):
+        """Tell Optuna how a trial ended: from its metrics.json where it wrote one, else from what the task did.
+        `runs`: (JobResult, metrics or None) of its own run, then of its confirmation runs, if any. A confirmed
+        trial is told the mean over its seeds; it is a hit only if every seed hits."""
+        result, m = runs[0]
         status, values, reason = self.outcome(result, m)
+        if values is not None and len(runs) > 1:
+            more = [self.outcome(r, mi)[1] for r, mi in runs[1:]]
+            seeded = [values] + [v for v in more if v is not None]
+            values = [sum(column) / len(seeded) for column in zip(*seeded)]
         for key in ("status", "params", "final_test_acc", "best_test_acc", "first_epoch_at_target"):
             if m and key in m:
                 trial.set_user_attr(key, m[key])
         trial.set_user_attr("status", status)
         if m:
             trial.set_user_attr("epochs", len(m.get("epochs") or []))
-            trial.set_user_attr("hit", mx.metrics_hit(m))
+            summary = mx.over_seeds([mi for _, mi in runs])
+            for key in ("hit", "seeds", "min_final_test_acc", "mean_final_test_acc"):
+                trial.set_user_attr(key, summary[key])
         if reason:
             trial.set_user_attr("reason", reason)
         if status == "pruned":
@@ -245,7 +279,8 @@ class OptunaSweep:
                              f"n_trials={self.n_trials}")
         hits = sum(bool(t.user_attrs.get("hit")) for t in done)
         if self.stop_after_hits and hits >= self.stop_after_hits:
-            self.ledger.stop(f"{hits} trials reached the target (stop_after_hits={self.stop_after_hits})")
+            confirmed = f", each on {self.confirm_seeds + 1} seeds" if self.confirm_seeds else ""
+            self.ledger.stop(f"{hits} trials reached the target{confirmed} (stop_after_hits={self.stop_after_hits})")
 
     def outcome(self, result, m):
         """(status, values or None, reason). metrics.json's status wins; `objectives` apply only with one."""
@@ -294,24 +329,3 @@ def _check(ok, key, value, allowed):
 
 def _plain(cfg):
     return OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg
-
-
-def _absolute(url):
-    """sqlite:///rel.db and journal paths relative to where the sweep started, as absolute ones."""
-    if url is None:
-        return None
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
-        return "sqlite:///" + os.path.abspath(url[len("sqlite:///"):])
-    if "://" not in url:
-        return os.path.abspath(url)
-    return url
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

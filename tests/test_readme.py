@@ -41,7 +41,7 @@ def test_the_own_app_example_sweeps_prunes_and_resumes(tmp_path):
     best = yaml.safe_load((tmp_path / "first" / "optimization_results.yaml").read_text())
     assert best["name"] == "optuna" and best["best_value"] == s.best_value
     # the second command changes the fixed overrides: under another study name, as the refusal says
-    r = run(*second[1:], "hydra.sweeper.study_name=fixed-y", "hydra.sweep.dir=second")
+    run(*second[1:], "hydra.sweeper.study_name=fixed-y", "hydra.sweep.dir=second")
     s = optuna.load_study(study_name="fixed-y", storage=f"sqlite:///{tmp_path}/sphere.db")
     ran = [t for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(t.params["x"] for t in ran) == [0, 2] and all("y" not in t.params for t in ran)

@@ -100,6 +100,7 @@ class OptunaSweeperConf:
     require_target: bool = False         # make final_test_acc >= budget.target_acc a constraint
     accept_changes: bool = False         # resume a stored study although its search space or fixed overrides differ
     prune_guard: Optional[float] = None  # a trial whose latest reported value is at or beyond this is never pruned
+    confirm_seeds: int = 0               # a hit runs again on seeds +1 ... +K and counts only if every run hits
 
 
 SAMPLERS = dict(tpe=TPESamplerConf, random=RandomSamplerConf, cmaes=CmaEsSamplerConf, nsgaii=NSGAIISamplerConf,
