@@ -2,6 +2,7 @@
 
     reference  the seed's shape: 3x3 conv-BN-ReLU-dropout blocks, maxpool + 1x1 transition, GAP, FC (~8.8k at width 10)
     slim       deeper and narrower: a 1x1 transition after each stage (~8.8k at width 16)
+    lean       slim without the FC after GAP: its last 3x3 conv gives the 10 class maps (~4.7k at width 12)
 """
 from torch import nn
 
@@ -51,6 +52,26 @@ def slim(width, dropout):
         block(h, w, d, padding=1),  # 8 -> 8
         block(w, w, d),           # 8 -> 6
         head(w),
+    )
+
+
+def lean(width, dropout):
+    """slim's trunk, but the last block and the FC become one 3x3 conv to 10 maps, averaged: 350 fewer params at
+    width 12 (slim 5,020 -> 4,660)."""
+    w, d = width, dropout
+    h = max(1, w // 2)
+    return nn.Sequential(
+        block(1, h, d),           # 28 -> 26
+        block(h, w, d),           # 26 -> 24
+        nn.MaxPool2d(2),          # 24 -> 12
+        transition(w, h),
+        block(h, w, d),           # 12 -> 10
+        block(w, w, d),           # 10 -> 8
+        transition(w, h),
+        block(h, w, d, padding=1),  # 8 -> 8
+        nn.Conv2d(w, 10, 3),      # 8 -> 6: class maps, no BN or ReLU before the average
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     )
 
 

@@ -44,6 +44,19 @@ def test_model_default_width_under_budget(option):
     assert 3000 < n < cfg.budget.max_params == 20000
 
 
+def test_counting_on_the_meta_device_matches_the_built_model():
+    from sweeper.model import count
+    for option, width, n in [("reference", 10, 8780), ("slim", 16, 8770), ("slim", 12, 5020), ("lean", 12, 4660)]:
+        cfg = make_cfg(f"model={option}", f"model.width={width}")
+        assert count(cfg.model) == count_params(instantiate(cfg.model)) == n
+
+
+def test_lean_has_no_fc_after_its_average():
+    model = instantiate(make_cfg("model=lean").model)
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert isinstance(model[-3], torch.nn.Conv2d) and model[-3].out_channels == 10
+
+
 def test_reference_is_in_the_seeds_range():
     assert 8000 <= count_params(instantiate(make_cfg().model)) <= 10000
 

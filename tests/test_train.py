@@ -34,7 +34,7 @@ def test_tiny_run_learns_and_writes_schema(tiny, tmp_path):
     assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == m["params"]
 
 
-@pytest.mark.parametrize("option", ["model=slim trainer.precision=fp32",
+@pytest.mark.parametrize("option", ["model=slim trainer.precision=fp32", "model=lean trainer.precision=fp32",
                                     "optimizer=adamw scheduler=step augment=seed trainer.precision=bf16"])
 def test_other_options_learn(tiny, tmp_path, option):
     m = train(tiny(*option.split(), "trainer.epochs=2"), str(tmp_path))
