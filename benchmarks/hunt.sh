@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # The smallest-net hunt (issue 10): hparams_search=smallest on full data, 15 epochs, each hit confirmed on two
-# more seeds, over the candidates the budget sweep and the probes pointed at. Two 1-thread trials at a time.
-#   MNIST_ROOT=../shared/data bash benchmarks/hunt.sh      # ~1 h on 2 CPU cores
+# more seeds (confirm_seeds=2), over the candidates the budget sweep and the probes pointed at. Two 1-thread
+# trials at a time; each round is one study in outputs/sweeps.db, its trials in outputs/multirun/<study>/.
+#   MNIST_ROOT=../shared/data bash benchmarks/hunt.sh 1     # round 1: dropout 0.02, widths 11-13 (23 min here)
+#   MNIST_ROOT=../shared/data bash benchmarks/hunt.sh 2     # round 2: dropout 0.03, widths 12-13
+#   python -m sweeper.compare outputs/multirun/hunt outputs/multirun/hunt2 --sort params
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m sweeper.train --multirun hparams_search=smallest hydra/sweeper/sampler=grid \
-    'model=choice(lean, slim)' 'model.width=choice(11, 12, 13)' model.dropout=0.02 augment=affine optimizer.lr=0.2 \
-    trainer.epochs=15 hydra.sweeper.confirm_seeds=2 hydra.sweeper.n_trials=6 hydra.sweeper.n_jobs=2 \
-    hydra.sweeper.study_name=hunt "$@"
+common=(--multirun hparams_search=smallest hydra/sweeper/sampler=grid augment=affine optimizer.lr=0.2
+        trainer.epochs=15 hydra.sweeper.confirm_seeds=2 hydra.sweeper.n_jobs=2)
+case "${1:-1}" in
+  1) python -m sweeper.train "${common[@]}" hydra.sweeper.study_name=hunt hydra.sweeper.n_trials=6 \
+         'model=choice(lean, slim)' 'model.width=choice(11, 12, 13)' model.dropout=0.02 ;;
+  2) python -m sweeper.train "${common[@]}" hydra.sweeper.study_name=hunt2 hydra.sweeper.n_trials=4 \
+         'model=choice(lean, slim)' 'model.width=choice(12, 13)' model.dropout=0.03 ;;
+esac

@@ -125,3 +125,18 @@ def test_schedulers_survive_tiny_runs(option, steps):
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] >= 0
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_experiments_compose_inside_the_budget(option):
+    cfg = make_cfg(f"+experiment={option}")
+    check_config(cfg)
+    assert cfg.trainer.epochs <= cfg.budget.max_epochs
+
+
+def test_the_smallest_experiment_is_the_confirmed_winner():
+    from sweeper.model import count
+    cfg = make_cfg("+experiment=smallest")
+    # the hunt's confirmed winner (README): under the goal of 6,000 params, in at most 15 epochs
+    assert (cfg.model._target_, cfg.model.width, cfg.trainer.epochs) == ("sweeper.model.slim", 12, 15)
+    assert count(cfg.model) == 5020 < 6000
