@@ -170,8 +170,8 @@ class OptunaSweep:
             return
         spec = worker.spec(self.storage_url, study, trial, _plain(self.pruner_cfg), self.prune_guard) \
             if self.storage_url else None
-        result, job_dir = self.launch(overrides, job_dir, trial.number, trial, spec)
-        runs = [(result, mx.read(job_dir))]
+        result, ran_in = self.launch(overrides, job_dir, trial.number, trial, spec)
+        runs = [(result, mx.read(ran_in))]
         if self.confirm_seeds and mx.metrics_hit(runs[0][1]):
             runs += self.confirm(trial, overrides, job_dir, runs[0][1])
         with self.lock:
@@ -181,8 +181,9 @@ class OptunaSweep:
             results.write_outputs(study, self.sweep_dir, self.objectives)
 
     def launch(self, overrides, job_dir, number, trial=None, spec=None):
-        """One job, in a worker process (n_jobs > 1) or through Hydra's launcher -> (JobResult, its dir).
-        Only a trial's own run reports to it (`trial`, `spec`); its confirmation runs do not."""
+        """One job, in a worker process (n_jobs > 1) or through Hydra's launcher -> (JobResult, the dir it ran in).
+        `job_dir` is under self.sweep_dir. Only a trial's own run reports to it (`trial`, `spec`); its
+        confirmation runs do not."""
         if self.n_jobs > 1:
             return worker.run(self.config, overrides, job_dir, number, spec or ""), job_dir
         if spec and not self.in_process:   # another launcher runs the job elsewhere: Hydra sets this there

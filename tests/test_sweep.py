@@ -265,8 +265,12 @@ def test_a_study_with_only_infeasible_trials_writes_trials_csv_and_goes_on(tmp_p
 def test_a_hit_is_confirmed_on_more_seeds_and_a_miss_on_one_of_them_is_no_hit(tmp_path):
     # fp32 on 2000 images, 1 epoch: seed 0 -> 67.2 %, seed 1 -> 71.0 %, seed 2 -> 63.4 %; target 65 %.
     # trial seed=0 hits, is confirmed on seed 1; trial seed=1 hits, then misses on seed 2
-    r = sweep(tmp_path, {"seed": "choice(0, 1)"}, "trainer.precision=fp32", "budget.target_acc=0.65",
-              "hydra.sweeper.confirm_seeds=1", sampler="grid", n_trials=2, train_subset=2000)
+    # a sweep dir relative to where the sweep starts, as users give it (Hydra reports job dirs as absolute)
+    cmd = search_cmd(tmp_path, {"seed": "choice(0, 1)"}, "trainer.precision=fp32", "budget.target_acc=0.65",
+                     "hydra.sweeper.confirm_seeds=1", "hydra.sweep.dir=sweep", sampler="grid", n_trials=2,
+                     train_subset=2000)
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s = study(tmp_path)
     assert len(s.trials) == 2                                      # confirmation runs are not trials
     by_seed = {t.params["seed"]: t for t in s.trials}
