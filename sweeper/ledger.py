@@ -89,7 +89,7 @@ class Ledger:
     def fail_orphans(self, alive):
         """Re-queue trials left RUNNING by a sweep process on this host that is gone; return their numbers.
 
-        alive(pid) -> bool. Only this host's pids can be checked (sweeps on other hosts: see heartbeats).
+        alive(pid) -> bool. Only this host's pids can be checked.
         """
         host = socket.gethostname()
         orphans = []

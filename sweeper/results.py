@@ -29,7 +29,7 @@ def write_trials_csv(study, path, objectives):
     names = list(dict.fromkeys(k for t in trials for k in t.params))
     values = value_names(objectives, len(study.directions))
     extras = [k for k in EXTRAS if k not in values and any(k in t.user_attrs for t in trials)]
-    tmp = f"{path}.tmp"
+    tmp = f"{path}.tmp{os.getpid()}"   # two sweeps may share a sweep dir
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["number", "state", "status", *names, *values, *extras, "reason"])
@@ -58,6 +58,6 @@ def write_outputs(study, sweep_dir, objectives):
     write_trials_csv(study, sweep_dir / "trials.csv", objectives)
     results = best(study)
     if results is not None:
-        tmp = sweep_dir / "optimization_results.yaml.tmp"
+        tmp = sweep_dir / f"optimization_results.yaml.tmp{os.getpid()}"
         OmegaConf.save(OmegaConf.create(results), tmp)
         os.replace(tmp, sweep_dir / "optimization_results.yaml")

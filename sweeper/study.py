@@ -36,9 +36,10 @@ def make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space):
             return _make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space)
         except StudyError:
             raise
-        except Exception:  # another sweep creating the same storage tables or study at this moment
+        except Exception as e:  # another sweep creating the same storage tables or study at this moment
             if attempt == 4:
-                raise
+                raise StudyError(f"hydra.sweeper.storage={storage_url!r} cannot be opened: "
+                                 f"{str(e).strip().splitlines()[0]}") from None
             time.sleep(0.5 + attempt)
 
 

@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import logging
 import math
+import shutil
 import threading
 from pathlib import Path
 
@@ -120,6 +121,8 @@ class OptunaSweep:
                 for t in threads:
                     while t.is_alive():
                         t.join(0.5)  # short joins keep the main thread responsive to Ctrl-C
+            if ledger.stop_reason == "interrupted":
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.interrupted(study)
         with self.lock:
@@ -131,7 +134,10 @@ class OptunaSweep:
         log.info(f"{len(done)} trials" + (f" ({len(hits)} met the target)" if self.budget is not None else "")
                  + f", results in {self.sweep_dir}")
         if self.too_many_failures(done):
-            raise SweepError(f"{ledger.stop_reason}; last failure: {self.last_failure}", exit_code=1)
+            failed = [t for t in done if t.state == TrialState.FAIL]
+            last = self.last_failure or f"trial {failed[-1].number}: {failed[-1].user_attrs.get('reason')}"
+            raise SweepError(f"{len(failed)} failed trials exceed max_failure_rate={self.max_failure_rate} of "
+                             f"n_trials={self.n_trials}; last failure: {last}", exit_code=1)
         return study
 
     def work(self, study):
@@ -143,6 +149,10 @@ class OptunaSweep:
                 return
             try:
                 self.run_trial(study, trial)
+            except KeyboardInterrupt:   # Ctrl-C reached this slot's worker process: the whole sweep stops
+                with self.lock:
+                    self.ledger.stop("interrupted")
+                return
             except Exception as e:  # a broken trial never kills the sweep
                 log.exception(f"trial {trial.number} crashed the sweeper's side")
                 with self.lock:
@@ -156,7 +166,7 @@ class OptunaSweep:
             for t in self.ledger.running(mine=True):
                 self.ledger.requeue(t, "interrupted by Ctrl-C")
             results.write_outputs(study, self.sweep_dir, self.objectives)
-        where = f"in {self.storage}; run the same command again to continue" if self.storage else \
+        where = f"in {self.storage_url}; run the same command again to continue" if self.storage_url else \
             f"in {self.sweep_dir}; set hydra.sweeper.storage to make a sweep resumable"
         log.warning(f"interrupted: finished trials are kept {where}")
         raise SystemExit(130)
@@ -170,6 +180,7 @@ class OptunaSweep:
             return
         spec = worker.spec(self.storage_url, study, trial, _plain(self.pruner_cfg), self.prune_guard) \
             if self.storage_url else None
+        _clear(job_dir)
         result, ran_in = self.launch(overrides, job_dir, trial.number, trial, spec)
         runs = [(result, mx.read(ran_in))]
         if self.confirm_seeds and mx.metrics_hit(runs[0][1]):
@@ -192,8 +203,6 @@ class OptunaSweep:
             overrides = overrides + [f"hydra.sweep.subdir={job_dir.relative_to(self.sweep_dir)}"]
         with worker.bound(trial, self.prune_guard) if trial else contextlib.nullcontext():
             [ret] = self.launcher.launch([overrides], initial_job_idx=number)   # the basic one: in this process
-        if isinstance(ret._return_value, KeyboardInterrupt):
-            raise KeyboardInterrupt
         return worker.from_job_return(ret), Path(ret.hydra_cfg.hydra.runtime.output_dir)
 
     def confirm(self, trial, overrides, job_dir, m):
@@ -215,11 +224,15 @@ class OptunaSweep:
         """Count the proposal's model from its composed config (no weights allocated) and, over budget, reject
         it here: no process starts and no n_jobs slot waits. Its job dir still gets a `rejected` metrics.json."""
         from sweeper.model import count   # torch: only for apps with a budget
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        if "model" not in cfg or "budget" not in cfg:
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            max_params = OmegaConf.select(cfg, "budget.max_params")
+            if OmegaConf.select(cfg, "model._target_") is None or not isinstance(max_params, int):
+                return False   # a budget this sweeper cannot count: the job judges itself
+            n_params = count(cfg.model)
+        except Exception:   # a bad override or model: the job fails on it with its own one-line message
             return False
-        n_params = count(cfg.model)
-        reason = mx.over_budget(n_params, cfg.budget.max_params)
+        reason = mx.over_budget(n_params, max_params)
         if reason is None:
             return False
         (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -229,6 +242,8 @@ class OptunaSweep:
         mx.write_json(job_dir / "metrics.json", m)
         log.info(f"trial {trial.number}: rejected before it started: {reason}")
         with self.lock:
+            if self.ledger.stop_reason == "interrupted":
+                return True   # the interrupt handler re-queues this trial
             # the value a rejected MNIST trial returns: accuracy 0, never a good trial
             self.tell(study, trial, [(worker.JobResult("completed", [0.0] * len(self.directions)), m)])
             results.write_outputs(study, self.sweep_dir, self.objectives)
@@ -262,8 +277,9 @@ class OptunaSweep:
                 budget = {**OmegaConf.to_container(self.budget), **(m.get("budget") or {})}  # the trial's own
                 # feasible when <= 0; TPE, NSGA-II and GP prefer feasible trials
                 trial.set_constraint("params_over_budget", m["params"] - budget["max_params"])
-                if self.require_target:
-                    trial.set_constraint("acc_below_target", budget["target_acc"] - (m.get("final_test_acc") or 0.0))
+                if self.require_target:   # judged on the worst seed, as the hit rule is
+                    worst = mx.over_seeds([mi for _, mi in runs])["min_final_test_acc"]
+                    trial.set_constraint("acc_below_target", budget["target_acc"] - (worst or 0.0))
             self.ledger.tell(trial, values)
         else:
             self.ledger.tell(trial, state=TrialState.FAIL)
@@ -290,15 +306,20 @@ class OptunaSweep:
             if status in ("pruned", "failed"):
                 return status, None, reason
             if self.objectives:
-                # an untrained (rejected) model gets accuracy 0: the worst value, never a good trial
-                return status, [float(m.get(k) or 0.0) for k in self.objectives], reason
+                if status == "rejected":   # an untrained model gets accuracy 0: the worst value, never good
+                    return status, [float(m.get(k) or 0.0) for k in self.objectives], reason
+                bad = [k for k in self.objectives if isinstance(m.get(k), bool) or not isinstance(m.get(k), (int, float))]
+                if bad:
+                    return "failed", None, (f"metrics.json has no number for hydra.sweeper.objectives "
+                                            f"{bad} (it has {sorted(m)})")
+                return status, [float(m[k]) for k in self.objectives], reason
         elif result.status != "completed":
             return result.status, None, result.error
         else:
             status, reason = "ok", None
         if result.status != "completed":
             return "failed", None, reason or result.error
-        values, problem = as_values(result.value, len(self.directions))
+        values, problem = worker.as_values(result.value, len(self.directions))
         if problem:
             result.error = problem
             return "failed", None, problem
@@ -308,19 +329,12 @@ class OptunaSweep:
         return sum(t.state == TrialState.FAIL for t in done) > self.max_failure_rate * self.n_trials
 
 
-def as_values(value, n):
-    """The task's return value -> (one float per direction, None), or (None, what is wrong with it)."""
-    items = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
-    want = "a float" if n == 1 else f"a list of {n} floats, one per direction"
-    try:
-        floats = [float(v) for v in items]
-    except (TypeError, ValueError):
-        return None, f"the task returned {value!r}; a sweep needs {want}"
-    if len(floats) != n:
-        return None, f"the task returned {len(floats)} values ({value!r}); a sweep needs {want}"
-    if not all(math.isfinite(v) for v in floats):
-        return None, f"the task returned {value!r}, which is not finite"
-    return floats, None
+def _clear(job_dir):
+    """Results an earlier sweep left in a reused trial dir (same sweep dir, in-memory study) must not be read as
+    this trial's when its job dies before writing its own."""
+    (job_dir / "metrics.json").unlink(missing_ok=True)
+    for d in mx.confirmation_dirs(job_dir):
+        shutil.rmtree(d)
 
 
 def _check(ok, key, value, allowed):

@@ -17,6 +17,7 @@ A job in a worker process is a plain `python app.py overrides` run; the `SaveRet
 task returned (or raised) to `job_return.json` in its dir, for the sweep to read.
 """
 import json
+import math
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
+from omegaconf import ListConfig
 
 TRIAL_ENV = "SWEEPER_TRIAL"   # {"storage", "study", "trial_id", "pruner", "guard"}: a job outside the sweep's process
 RETURN_FILE = "job_return.json"
@@ -121,6 +123,21 @@ def from_job_return(ret):
     return from_exception(ret._return_value)
 
 
+def as_values(value, n):
+    """The task's return value -> (one float per direction, None), or (None, what is wrong with it)."""
+    items = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    want = "a float" if n == 1 else f"a list of {n} floats, one per direction"
+    try:
+        floats = [float(v) for v in items]
+    except (TypeError, ValueError):
+        return None, f"the task returned {value!r}; a sweep needs {want}"
+    if len(floats) != n:
+        return None, f"the task returned {len(floats)} values ({value!r}); a sweep needs {want}"
+    if not all(math.isfinite(v) for v in floats):
+        return None, f"the task returned {value!r}, which is not finite"
+    return floats, None
+
+
 class SaveReturn(Callback):
     """Added to a worker's command line: write the task's return value or exception to RETURN_FILE."""
 
@@ -174,10 +191,18 @@ def run(config, overrides, job_dir, number, trial_spec):
         return JobResult("failed", error=lines[-1] if lines else f"worker exited with code {p.returncode}")
 
 
-def _die_with_parent():
-    """Linux: a worker process gets SIGKILL when its sweep dies, so no orphan keeps training."""
+def _prctl():
     try:
         import ctypes
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL("libc.so.6").prctl
+    except (OSError, AttributeError):   # not Linux
+        return None
+
+
+_PRCTL = _prctl()   # looked up here: between fork and exec, in a threaded sweep, nothing may be loaded
+
+
+def _die_with_parent():
+    """Linux: a worker process gets SIGKILL when its sweep dies, so no orphan keeps training."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

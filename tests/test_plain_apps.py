@@ -393,6 +393,6 @@ def test_a_trial_at_or_beyond_the_guard_is_never_pruned(tmp_path):
 
 
 def test_the_guard_follows_a_maximised_objective(tmp_path):
-    # maximize: values >= 10 are beyond the guard; the worst curves are the small ones
+    # maximize: values >= 2 are beyond the guard; without it the median rule would stop the curve at 5
     guarded = pruned_values(tmp_path, "hydra.sweeper.prune_guard=2", "hydra.sweeper.direction=maximize")
     assert all(state == TrialState.COMPLETE for value, state in guarded.items() if value >= 2), guarded

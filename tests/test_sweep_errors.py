@@ -1,0 +1,43 @@
+"""What a user sees when a sweep goes wrong: one line, the right exit code, no traceback, nothing lost."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, search_cmd
+from test_plain_apps import error_lines, ok, rows, run
+
+pytestmark = pytest.mark.slow
+
+
+def test_resuming_a_study_already_over_its_failure_limit_names_the_last_failure(tmp_path):
+    db = f"hydra.sweeper.storage=sqlite:///{tmp_path}/f.db"
+    first = run(tmp_path, "fail_from=-10", "hydra.sweeper.n_trials=3", db)
+    assert first.returncode == 1
+    again = run(tmp_path, "fail_from=-10", "hydra.sweeper.n_trials=3", db)
+    [line] = error_lines(again)
+    assert again.returncode == 1 and "None" not in line and "ValueError: x=" in line and "is too big" in line, line
+
+
+def test_an_unopenable_storage_is_one_line(tmp_path):
+    r = run(tmp_path, f"hydra.sweeper.storage=sqlite:///{tmp_path}/no/such/dir/s.db")
+    [line] = error_lines(r)
+    assert r.returncode == 2 and "hydra.sweeper.storage=" in line and "cannot be opened" in line
+    assert "Traceback" not in r.stderr
+
+
+def test_a_plain_app_with_its_own_model_and_budget_keys_is_not_counted(tmp_path):
+    # only a `model` with a _target_ is counted against budget.max_params; this app's model is just a name
+    ok(run(tmp_path, "+model.name=mlp", "+budget.max_params=10", "hydra.sweeper.n_trials=2"))
+    assert [r["state"] for r in rows(tmp_path)] == ["COMPLETE", "COMPLETE"]
+
+
+def test_an_objective_the_metrics_lack_fails_the_trial_with_one_line(tmp_path):
+    cmd = search_cmd(tmp_path, {"model.width": "choice(6, 8)"}, "hydra.sweeper.objectives=[val_loss]",
+                     "hydra.sweeper.max_failure_rate=1.0", sampler="grid", n_trials=2, train_subset=500)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = list(__import__("csv").DictReader(open(tmp_path / "sweep" / "trials.csv")))
+    assert [t["state"] for t in table] == ["FAIL", "FAIL"]
+    assert all("metrics.json has no number for hydra.sweeper.objectives ['val_loss']" in t["reason"] for t in table)
+    assert "Traceback" not in r.stdout + r.stderr
