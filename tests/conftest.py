@@ -13,6 +13,17 @@ os.environ["MNIST_ROOT"] = str(Path(os.environ.get("MNIST_ROOT", "data")).resolv
 TINY = ["data.train_subset=2000", "data.test_subset=500", "trainer.epochs=1"]
 
 
+def pytest_configure(config):
+    """One clear message before any test runs, instead of a download attempt failing test by test."""
+    from sweeper.data import DataError, check_files
+    try:
+        check_files(os.environ["MNIST_ROOT"])
+    except DataError as e:
+        found = str(e).split(";")[0].split(": ", 1)[1]   # "MNIST not found, expected FILES in DIR" or what is damaged
+        raise pytest.UsageError(f"MNIST_ROOT={os.environ['MNIST_ROOT']}: {found}. The tests never download: set "
+                                f"MNIST_ROOT to a verified copy in torchvision's layout (CI: MNIST_ROOT=../shared/data)")
+
+
 def options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 

@@ -69,3 +69,14 @@ def test_a_huge_model_is_counted_not_allocated(tmp_path):
     assert rss_kb < 1_000_000, rss_kb
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["status"] == "rejected" and m["params"] == 2075235010 and m["epochs"] == []
+
+
+def test_the_test_suite_without_mnist_says_so_once_and_never_downloads(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                        "tests/test_space.py"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "MNIST_ROOT": str(tmp_path / "nowhere")})
+    out = r.stdout + r.stderr
+    errors = [line for line in out.splitlines() if line.startswith("ERROR:")]
+    assert r.returncode == 4 and len(errors) == 1, out
+    assert "MNIST_ROOT=" in errors[0] and "never download" in errors[0] and "passed" not in out
+    assert "urlopen" not in out and "download failed" not in out
