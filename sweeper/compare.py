@@ -118,11 +118,15 @@ def sortable(v):
 
 
 def sort_records(records, key):
-    """Accuracies and hits best first, everything else ascending; missing values last; ties keep dir order."""
+    """Accuracies and hits best first, finished (ok) trials before those whose accuracy is partial (failed,
+    interrupted, pruned); everything else ascending; missing values last; ties keep dir order."""
     field, get = sort_field(key, records)
     present = sorted((r for r in records if get(r) is not None), key=lambda r: sortable(get(r)),
                      reverse=field in DESCENDING)
-    return present + [r for r in records if get(r) is None]
+
+    def unfinished(r):   # only an accuracy ranks trials: there a partial one must not pass a finished one
+        return field in DESCENDING and r["status"] != "ok"
+    return sorted(present, key=unfinished) + sorted((r for r in records if get(r) is None), key=unfinished)
 
 
 def format_table(rows):
