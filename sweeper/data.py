@@ -4,6 +4,7 @@ The whole dataset (47 MB of uint8) is loaded once; batches are cut by index, aug
 `affine_grid` + `grid_sample` call per batch (per-sample random parameters) and normalised on the device.
 No DataLoader or PIL on the hot path: per-sample PIL transforms run at ~2.4k img/s here, as slow as training.
 """
+import logging
 import math
 import os
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 MEAN, STD = 0.1307, 0.3081
 # name -> (magic number, number of items); images are 28x28 uint8 after a 16-byte header, labels after 8 bytes
+log = logging.getLogger(__name__)
 FILES = {
     "train-images-idx3-ubyte": (2051, 60000),
     "train-labels-idx1-ubyte": (2049, 60000),
@@ -31,9 +33,11 @@ def check_files(root, why=""):
         path = os.path.join(raw, name)
         if not os.path.isfile(path):
             missing = [f for f in FILES if not os.path.isfile(os.path.join(raw, f))]
+            # after a failed download, data.download=true is no advice: it is already set
             raise DataError(
                 f"data.root={root!r}: MNIST not found{why}, expected {', '.join(missing)} in {raw}; "
-                f"point data.root (or MNIST_ROOT) at a folder holding MNIST/raw/, or set data.download=true with internet"
+                f"point data.root (or MNIST_ROOT) at a folder holding MNIST/raw/"
+                + ("" if why else ", or set data.download=true with internet")
             )
         header, item = (16, 28 * 28) if magic == 2051 else (8, 1)
         size = os.path.getsize(path)
@@ -64,6 +68,9 @@ def load(root, download, train_subset, test_subset, seed, device):
     for train, subset in ((True, train_subset), (False, test_subset)):
         ds = MNIST(root, train=train, download=False)
         x, y = ds.data, ds.targets
+        if subset is not None and subset > len(y):
+            which = "train" if train else "test"
+            log.warning(f"data.{which}_subset={subset} is more than the {len(y)} {which} images: using all {len(y)}")
         if subset is not None and subset < len(y):
             idx = torch.randperm(len(y), generator=g)[:subset]
             x, y = x[idx], y[idx]

@@ -80,3 +80,17 @@ def test_the_test_suite_without_mnist_says_so_once_and_never_downloads(tmp_path)
     assert r.returncode == 4 and len(errors) == 1, out
     assert "MNIST_ROOT=" in errors[0] and "never download" in errors[0] and "passed" not in out
     assert "urlopen" not in out and "download failed" not in out
+
+
+def test_a_subset_larger_than_the_data_is_capped_with_a_warning(tmp_path):
+    r = cli(*TINY, "data.test_subset=20000", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    assert "data.test_subset=20000 is more than the 10000 test images: using all 10000" in r.stdout + r.stderr
+
+
+def test_a_failed_download_does_not_advise_the_download_it_tried(tmp_path):
+    # data.download=true into an empty folder with no internet: the advice is where to point, not to download
+    r = cli(*TINY, f"data.root={tmp_path / 'empty'}", "data.download=true", f"hydra.run.dir={tmp_path / 'run'}")
+    err = r.stderr.strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "the download failed" in err and "set data.download=true" not in err
