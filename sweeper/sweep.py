@@ -259,7 +259,7 @@ class OptunaSweep:
             more = [self.outcome(r, mi)[1] for r, mi in runs[1:]]
             seeded = [values] + [v for v in more if v is not None]
             values = [sum(column) / len(seeded) for column in zip(*seeded)]
-        for key in ("status", "params", "final_test_acc", "best_test_acc", "first_epoch_at_target"):
+        for key in ("params", "final_test_acc", "best_test_acc", "first_epoch_at_target"):
             if m and key in m:
                 trial.set_user_attr(key, m[key])
         trial.set_user_attr("status", status)
