@@ -7,18 +7,25 @@ Several sweeps (and several threads of one sweep) may share a study. The ledger 
 - an interrupted trial (Ctrl-C, or its sweep died) is closed as FAIL, uncounted, and its params queued again;
   the next ask runs them.
 - of two asks racing for the last place, the later one gives way (`surplus`).
+- a trial whose sweep is gone is found in two ways: on this host its sweep's pid is dead (`fail_orphans`); on any
+  host, with an RDB storage, its heartbeat is older than the grace period (Optuna's `fail_stale_trials`, whose
+  callback is `requeue_stale`). Either way it is failed, re-queued, and no longer counted.
 
 It only talks to an `optuna.Study`, so it is tested in milliseconds against an in-memory one. It is not
 thread-safe: the sweep calls it under its own lock.
 """
+import logging
 import os
 import socket
+import warnings
 
 import optuna
 from optuna.trial import TrialState
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"   # which sweep process runs a trial (user_attrs["worker"])
 ASKS = 20   # duplicate proposals in a row before the search space is taken as exhausted
+
+log = logging.getLogger(__name__)
 
 
 class Ledger:
@@ -29,14 +36,18 @@ class Ledger:
 
     def counted(self):
         """Trials that use up n_trials."""
-        return [t for t in self.study.get_trials(deepcopy=False)
-                if t.state != TrialState.WAITING and not t.user_attrs.get("uncounted")]
+        trials = self.study.get_trials(deepcopy=False)
+        # a trial failed for a stale heartbeat cannot be marked uncounted (it is finished): its re-run names it
+        replaced = {t.user_attrs.get("requeued_from") for t in trials}
+        return [t for t in trials if t.state != TrialState.WAITING and not t.user_attrs.get("uncounted")
+                and t.number not in replaced]
 
     def finished(self):
         return [t for t in self.counted() if t.state.is_finished()]
 
     def ask(self, space):
         """A new trial to run, or None when the sweep is done (n_trials, or a stop reason)."""
+        self.recover()
         if self.stop_reason or len(self.counted()) >= self.n_trials:
             return None
         for _ in range(ASKS):
@@ -65,6 +76,11 @@ class Ledger:
     def tell(self, trial, values=None, state=None):
         try:
             self.study.tell(trial, values, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # another sweep found no heartbeat from this one within the grace period, failed the trial and
+            # re-queued it: that re-run is the one that counts
+            log.warning(f"trial {trial.number} was failed by another sweep (no heartbeat from here within the grace "
+                        f"period) and re-queued; this run's result is dropped")
         except RuntimeError as e:
             # GridSampler calls study.stop() once every grid point has run: outside study.optimize that raises
             if "Study.stop" not in str(e):
@@ -86,6 +102,17 @@ class Ledger:
         trials = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         return [t for t in trials if not mine or t.user_attrs.get("worker") == self.worker]
 
+    def others_running(self):
+        return [t for t in self.running() if t.user_attrs.get("worker") != self.worker]
+
+    def recover(self):
+        """Fail and re-queue the trials of sweeps that are gone: dead pids on this host, stale heartbeats anywhere."""
+        for number in self.fail_orphans(alive):
+            log.warning(f"trial {number} was left RUNNING by a dead sweep: marked FAIL and re-queued")
+        with warnings.catch_warnings():   # "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)   # a no-op unless the storage beats (RDB with an interval)
+
     def fail_orphans(self, alive):
         """Re-queue trials left RUNNING by a sweep process on this host that is gone; return their numbers.
 
@@ -100,6 +127,13 @@ class Ledger:
                 self.requeue(t, f"interrupted: its sweep ({worker}) died")
                 orphans.append(t.number)
         return orphans
+
+
+def requeue_stale(study, frozen):
+    """RDBStorage's heartbeat_stale_trial_callback: Optuna has failed `frozen`; queue its params to run again."""
+    study.enqueue_trial(frozen.params, user_attrs={"requeued_from": frozen.number})
+    log.warning(f"trial {frozen.number} had no heartbeat from its sweep ({frozen.user_attrs.get('worker')}) within "
+                f"the grace period: marked FAIL and re-queued")
 
 
 def alive(pid):

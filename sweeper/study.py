@@ -6,12 +6,14 @@ name. Raising n_trials is not a change of identity.
 """
 import os
 import time
+import warnings
 
 import optuna
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
 from sweeper import space as sp
+from sweeper.ledger import requeue_stale
 
 IDENTITY = "mnist_sweeper:identity"   # the study's user_attr holding space.identity(...)
 
@@ -20,20 +22,31 @@ class StudyError(ValueError):
     """The stored study is another experiment than the one asked for; the message says how to go on."""
 
 
-def open_storage(storage):
-    """None (in memory), an SQLAlchemy URL, or a journal file path -> what optuna.create_study takes."""
+def open_storage(storage, heartbeat_interval=None, grace_period=None):
+    """None (in memory), an SQLAlchemy URL, or a journal file path -> what optuna.create_study takes.
+
+    With `heartbeat_interval` (seconds), an RDB storage records the heartbeats of the sweep's running trials, and
+    `optuna.storages.fail_stale_trials` re-queues those silent for longer than `grace_period` (default: twice the
+    interval), whichever host ran them. A journal has no heartbeats.
+    """
     if storage is None:
         return None
     if "://" in storage:
-        return optuna.storages.RDBStorage(storage)
+        if heartbeat_interval is None:
+            return optuna.storages.RDBStorage(storage)
+        with warnings.catch_warnings():   # heartbeats are "experimental" in Optuna since 2.9; what we use is stable
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                              heartbeat_stale_trial_callback=requeue_stale)
     from optuna.storages.journal import JournalFileBackend
     return optuna.storages.JournalStorage(JournalFileBackend(storage))
 
 
-def make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space):
+def make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space, heartbeat=(None, None)):
+    """heartbeat: (interval, grace period) in seconds, for an RDB storage."""
     for attempt in range(5):
         try:
-            return _make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space)
+            return _make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space, heartbeat)
         except StudyError:
             raise
         except Exception as e:  # another sweep creating the same storage tables or study at this moment
@@ -43,8 +56,8 @@ def make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space):
             time.sleep(0.5 + attempt)
 
 
-def _make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space):
-    storage = open_storage(storage_url)
+def _make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space, heartbeat):
+    storage = open_storage(storage_url, *heartbeat)
     seen = 0
     if storage is not None and name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
         seen = len(optuna.load_study(study_name=name, storage=storage).trials)

@@ -6,7 +6,9 @@ The task returns a float, or one float per direction. What this sweeper adds to 
 - resume: `n_trials` is the study's total, trial dirs are named by trial number, a trial left RUNNING by a
   dead or interrupted sweep is failed and re-queued (sweeper/ledger.py), a seeded sampler is re-seeded past
   the trials it has seen, and a study refuses a sweep with another search space (sweeper/study.py);
-- `n_jobs` trials at once as worker processes, a new one started as soon as one ends;
+- `n_jobs` trials at once (worker processes, or jobs of any other Hydra launcher: Ray, submitit, joblib), a
+  new one started as soon as one ends;
+- heartbeats in an RDB storage (sweeper/heartbeat.py), so a sweep on any host re-runs the trials of one that died;
 - for trials that write `metrics.json` (the MNIST trial): budget constraints, `objectives` read from it,
   hits and `stop_after_hits`.
 
@@ -18,6 +20,7 @@ import logging
 import math
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from hydra.core.plugins import Plugins
@@ -26,7 +29,9 @@ from optuna.trial import TrialState
 
 from sweeper import metrics as mx
 from sweeper import results, space as sp, worker
-from sweeper.ledger import Ledger, alive
+from sweeper.heartbeat import Heartbeat
+from sweeper.ledger import Ledger
+from sweeper.outcome import outcome
 from sweeper.study import StudyError, absolute_url, check_identity, make_study
 
 log = logging.getLogger(__name__)
@@ -43,7 +48,7 @@ class SweepError(Exception):
 class OptunaSweep:
     def __init__(self, sampler, pruner, direction, study_name, storage, n_trials, n_jobs, max_failure_rate,
                  params, custom_search_space, objectives, stop_after_hits, require_target, accept_changes,
-                 prune_guard, confirm_seeds):
+                 prune_guard, confirm_seeds, heartbeat_interval, grace_period):
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.directions = list(direction) if isinstance(direction, (list, tuple, ListConfig)) else [direction]
         self.study_name, self.storage, self.n_trials, self.n_jobs = study_name, storage, n_trials, n_jobs
@@ -58,6 +63,10 @@ class OptunaSweep:
         _check(isinstance(confirm_seeds, int) and confirm_seeds >= 0, "confirm_seeds", confirm_seeds,
                "an integer >= 0")
         self.confirm_seeds = confirm_seeds
+        for key, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
+            _check(value is None or isinstance(value, int) and value > 0, key, value, "a whole number of seconds > 0, "
+                   "or null")
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         for d in self.directions:
             _check(d in ("minimize", "maximize"), "direction", d, "minimize or maximize, or a list of them")
         _check(isinstance(n_trials, int) and n_trials > 0, "n_trials", n_trials, "an integer > 0")
@@ -68,6 +77,7 @@ class OptunaSweep:
                    f"one metrics.json field per direction {self.directions}")
         self.lock = threading.Lock()
         self.last_failure = None
+        self.heartbeat = None
 
     def setup(self, *, hydra_context, task_function, config):
         self.hydra_context, self.config = hydra_context, config
@@ -93,34 +103,32 @@ class OptunaSweep:
                                  f"loaded ({e}); give module.function, importable from here") from None
             extend = lambda trial: fn(self.config, trial)  # noqa: E731
         self.storage_url = self.storage
-        self.in_process = self.n_jobs == 1 and type(self.launcher).__name__ == "BasicLauncher"
+        self.basic = type(self.launcher).__name__ == "BasicLauncher"
+        self.in_process = self.n_jobs == 1 and self.basic
         if self.storage is None and not self.in_process:
             # trials in other processes reach their Optuna trial through the storage: give this sweep one
             self.storage_url = str(self.sweep_dir / "study.journal")
         self.storage_url = absolute_url(self.storage_url)   # a job with hydra.job.chdir=True opens it from its dir
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        beats = "://" in (self.storage_url or "") and self.heartbeat_interval is not None   # RDB storages only
+        heartbeat = (self.heartbeat_interval, self.grace_period) if beats else (None, None)
         try:
             study = make_study(self.study_name or "mnist-sweeper", self.storage_url, self.directions,
-                               self.sampler_cfg, self.pruner_cfg, space)
+                               self.sampler_cfg, self.pruner_cfg, space, heartbeat)
             check_identity(study, sp.identity(space, fixed), self.accept_changes)
         except (StudyError, sp.SpaceError) as e:
             raise SweepError(str(e)) from None
         self.ledger = ledger = Ledger(study, self.n_trials, extend)
-        for number in ledger.fail_orphans(alive):
-            log.warning(f"trial {number} was left RUNNING by a dead sweep: marked FAIL and re-queued")
+        ledger.recover()
         log.info(f"study {study.study_name!r} in {self.storage_url or 'memory'}: {len(ledger.finished())} of "
                  f"{self.n_trials} trials done; {self.n_jobs} at a time; trial dirs under {self.sweep_dir}")
+        if not self.basic and self.n_jobs > 1:
+            _warm_up(self.launcher)
         try:
-            if self.n_jobs == 1:
-                self.work(study)
-            else:
-                threads = [threading.Thread(target=self.work, args=(study,), daemon=True) for _ in range(self.n_jobs)]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    while t.is_alive():
-                        t.join(0.5)  # short joins keep the main thread responsive to Ctrl-C
+            with Heartbeat(study._storage, self.heartbeat_interval) if beats else contextlib.nullcontext() as hb:
+                self.heartbeat = hb
+                self.slots(study)
             if ledger.stop_reason == "interrupted":
                 raise KeyboardInterrupt
         except KeyboardInterrupt:
@@ -140,13 +148,30 @@ class OptunaSweep:
                              f"n_trials={self.n_trials}; last failure: {last}", exit_code=1)
         return study
 
+    def slots(self, study):
+        if self.n_jobs == 1:
+            return self.work(study)
+        threads = [threading.Thread(target=self.work, args=(study,), daemon=True) for _ in range(self.n_jobs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)  # short joins keep the main thread responsive to Ctrl-C
+
     def work(self, study):
         """One slot: ask for a trial, run it, tell how it ended; until the ledger says the sweep is done."""
         while True:
             with self.lock:
                 trial = self.ledger.ask(self.space)
+                others = self.ledger.others_running() if trial is None and not self.ledger.stop_reason else []
             if trial is None:
-                return
+                if not (others and self.heartbeat):
+                    return
+                # the last trials run in other sweeps: if one of them dies, its trial goes stale and runs here
+                time.sleep(min(self.heartbeat_interval, 5))
+                continue
+            if self.heartbeat:
+                self.heartbeat.add(trial)
             try:
                 self.run_trial(study, trial)
             except KeyboardInterrupt:   # Ctrl-C reached this slot's worker process: the whole sweep stops
@@ -158,6 +183,9 @@ class OptunaSweep:
                 with self.lock:
                     if study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
                         self.tell(study, trial, [(worker.JobResult("failed", error=worker.describe(e)), None)])
+            finally:
+                if self.heartbeat:
+                    self.heartbeat.discard(trial)
 
     def interrupted(self, study):
         """Ctrl-C: fail and re-queue this sweep's running trials, keep the finished ones, say how to resume."""
@@ -192,10 +220,10 @@ class OptunaSweep:
             results.write_outputs(study, self.sweep_dir, self.objectives)
 
     def launch(self, overrides, job_dir, number, trial=None, spec=None):
-        """One job, in a worker process (n_jobs > 1) or through Hydra's launcher -> (JobResult, the dir it ran in).
-        `job_dir` is under self.sweep_dir. Only a trial's own run reports to it (`trial`, `spec`); its
-        confirmation runs do not."""
-        if self.n_jobs > 1:
+        """One job, in a worker process (basic launcher, n_jobs > 1) or through Hydra's launcher -> (JobResult, the
+        dir it ran in). `job_dir` is under self.sweep_dir. Only a trial's own run reports to it (`trial`, `spec`);
+        its confirmation runs do not. Other launchers get one job per call, from n_jobs slots at once."""
+        if self.n_jobs > 1 and self.basic:
             return worker.run(self.config, overrides, job_dir, number, spec or ""), job_dir
         if spec and not self.in_process:   # another launcher runs the job elsewhere: Hydra sets this there
             overrides = overrides + [f"++hydra.job.env_set.{worker.TRIAL_ENV}='{spec}'"]
@@ -254,9 +282,9 @@ class OptunaSweep:
         `runs`: (JobResult, metrics or None) of its own run, then of its confirmation runs, if any. A confirmed
         trial is told the mean over its seeds; it is a hit only if every seed hits."""
         result, m = runs[0]
-        status, values, reason = self.outcome(result, m)
+        status, values, reason = outcome(result, m, self.objectives, len(self.directions))
         if values is not None and len(runs) > 1:
-            more = [self.outcome(r, mi)[1] for r, mi in runs[1:]]
+            more = [outcome(r, mi, self.objectives, len(self.directions))[1] for r, mi in runs[1:]]
             seeded = [values] + [v for v in more if v is not None]
             values = [sum(column) / len(seeded) for column in zip(*seeded)]
         for key in ("params", "final_test_acc", "best_test_acc", "first_epoch_at_target"):
@@ -299,34 +327,16 @@ class OptunaSweep:
             confirmed = f", each on {self.confirm_seeds + 1} seeds" if self.confirm_seeds else ""
             self.ledger.stop(f"{hits} trials reached the target{confirmed} (stop_after_hits={self.stop_after_hits})")
 
-    def outcome(self, result, m):
-        """(status, values or None, reason). metrics.json's status wins; `objectives` apply only with one."""
-        if m and m.get("status") in ("ok", "rejected", "pruned", "failed"):
-            status, reason = m["status"], m.get("reason") or result.error
-            if status in ("pruned", "failed"):
-                return status, None, reason
-            if self.objectives:
-                if status == "rejected":   # an untrained model gets accuracy 0: the worst value, never good
-                    return status, [float(m.get(k) or 0.0) for k in self.objectives], reason
-                bad = [k for k in self.objectives if isinstance(m.get(k), bool) or not isinstance(m.get(k), (int, float))]
-                if bad:
-                    return "failed", None, (f"metrics.json has no number for hydra.sweeper.objectives "
-                                            f"{bad} (it has {sorted(m)})")
-                return status, [float(m[k]) for k in self.objectives], reason
-        elif result.status != "completed":
-            return result.status, None, result.error
-        else:
-            status, reason = "ok", None
-        if result.status != "completed":
-            return "failed", None, reason or result.error
-        values, problem = worker.as_values(result.value, len(self.directions))
-        if problem:
-            result.error = problem
-            return "failed", None, problem
-        return status, values, reason
-
     def too_many_failures(self, done):
         return sum(t.state == TrialState.FAIL for t in done) > self.max_failure_rate * self.n_trials
+
+
+def _warm_up(launcher):
+    """Ray's launcher connects to its cluster inside its first launch(): n_jobs slots launching at once would all
+    call ray.init, and all but one fail. An empty launch connects once, before they start. Launchers that refuse
+    an empty launch (submitit asserts a job) connect per job and need none."""
+    with contextlib.suppress(AssertionError):
+        launcher.launch([], initial_job_idx=0)
 
 
 def _clear(job_dir):

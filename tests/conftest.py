@@ -91,5 +91,7 @@ def study(tmp_path):
 
 
 def counted(s):
-    """The trials that use up n_trials (the sweeper marks interrupted, surplus and duplicate asks `uncounted`)."""
-    return [t for t in s.trials if not t.user_attrs.get("uncounted")]
+    """The trials that use up n_trials: the sweeper marks interrupted, surplus and duplicate asks `uncounted`, and a
+    trial failed for a stale heartbeat is named by its re-run's `requeued_from`."""
+    replaced = {t.user_attrs.get("requeued_from") for t in s.trials}
+    return [t for t in s.trials if not t.user_attrs.get("uncounted") and t.number not in replaced]

@@ -101,6 +101,10 @@ class OptunaSweeperConf:
     accept_changes: bool = False         # resume a stored study although its search space or fixed overrides differ
     prune_guard: Optional[float] = None  # a trial whose latest reported value is at or beyond this is never pruned
     confirm_seeds: int = 0               # a hit runs again on seeds +1 ... +K and counts only if every run hits
+    # RDB storages: beat every heartbeat_interval s for each running trial; a trial silent for grace_period s
+    # (null: twice the interval) is failed and re-queued by any sweep on the study, on any host. null: no beats
+    heartbeat_interval: Optional[int] = 60
+    grace_period: Optional[int] = None
 
 
 SAMPLERS = dict(tpe=TPESamplerConf, random=RandomSamplerConf, cmaes=CmaEsSamplerConf, nsgaii=NSGAIISamplerConf,

@@ -24,7 +24,7 @@ def main(cfg):
     start = time.time()
     num = OmegaConf.select(HydraConfig.get(), "job.num", default="run")   # the trial number in a sweep
     OmegaConf.save(cfg, "seen.yaml" if cfg.chdir_probe else f"{cfg.out}/seen-{num}.yaml")
-    time.sleep(cfg.sleep)
+    time.sleep(float(cfg.sleep))
     with open(f"{cfg.out}/ran-{num}.json", "w") as f:
         json.dump(dict(start=start, end=time.time(), pid=os.getpid()), f)
     if cfg.fail_from is not None and cfg.x >= cfg.fail_from:

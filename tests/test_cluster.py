@@ -1,0 +1,172 @@
+"""Scale out, against real servers (tests/servers.py): one study on PostgreSQL shared by several sweeps, a dead
+sweep's trial recovered from another host by heartbeats, trials on a Ray cluster and through submitit, and
+optuna-dashboard reading a finished study.
+
+The sweeps are the plain app's (tests/apps/plainapp: torch-free, so each trial takes milliseconds plus its
+`sleep`), typed as a user types them, except the dashboard's, which is a tiny MNIST sweep.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import counted, search_cmd
+from servers import free_port, pg_url, postgres, ray_cluster  # noqa: F401  (fixtures)
+from test_plain_apps import APPS, PRUNING, check_pruning, ok, run
+
+pytestmark = pytest.mark.slow
+
+
+def sweep_cmd(tmp_path, storage, *args, name="sweep"):
+    return [sys.executable, "-m", "plainapp.app", "--multirun", f"hydra.sweep.dir={tmp_path}/{name}",
+            f"out={tmp_path}", f"hydra.sweeper.storage='{storage}'", *args]
+
+
+def env(sleep):
+    return {**os.environ, "HYDRA_FULL_ERROR": "0", "PLAINAPP_SLEEP": str(sleep)}
+
+
+def spans(tmp_path):
+    """(start, end) of every job, as the jobs recorded them."""
+    return [tuple(json.loads(p.read_text())[k] for k in ("start", "end")) for p in tmp_path.glob("ran-*.json")]
+
+
+def most_at_once(intervals):
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    now = most = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+# ---------------------------------------------------------------- PostgreSQL
+def test_three_sweeps_share_one_postgres_study(tmp_path, pg_url):
+    procs = [subprocess.Popen(sweep_cmd(tmp_path, pg_url, "hydra.sweeper.n_trials=9", name=f"sweep{i}"), cwd=APPS,
+                              env=env(1.0), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(3)]
+    logs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(log[-2000:] for log in logs)
+    s = optuna.load_study(study_name="sphere", storage=pg_url)
+    trials = counted(s)
+    assert len(trials) == 9 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 9          # no parameter set ran twice
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2                    # the sweeps really shared it
+
+
+def test_a_sweep_on_another_host_recovers_a_killed_sweeps_trial(tmp_path, pg_url):
+    if os.geteuid() != 0:
+        pytest.skip("`unshare --uts` (another hostname) needs root")
+    beat = ["hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
+    a = subprocess.Popen(sweep_cmd(tmp_path, pg_url, *beat), cwd=APPS, env=env(120), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not _running(pg_url):
+            assert time.time() < deadline and a.poll() is None, "sweep A never started a trial"
+            time.sleep(0.5)
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait()
+    finally:
+        a.kill()
+    [killed] = _running(pg_url)
+    time.sleep(4)
+    assert [t.number for t in _running(pg_url)] == [killed.number]   # nobody fails it by itself
+    b = subprocess.run(["unshare", "--uts", "sh", "-c", 'hostname sweep-b && exec "$0" "$@"',
+                        *sweep_cmd(tmp_path, pg_url, *beat, name="sweep-b")],
+                       cwd=APPS, env=env(0), capture_output=True, text=True, timeout=120)
+    assert b.returncode == 0, b.stdout[-3000:] + b.stderr[-3000:]
+    assert f"trial {killed.number} had no heartbeat from its sweep" in b.stdout + b.stderr
+    s = optuna.load_study(study_name="sphere", storage=pg_url)
+    assert s.trials[killed.number].state == TrialState.FAIL
+    trials = counted(s)
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    [rerun] = [t for t in trials if t.user_attrs.get("requeued_from") == killed.number]
+    assert rerun.params == killed.params and rerun.user_attrs["worker"].startswith("sweep-b:")
+
+
+def _running(url):
+    try:
+        s = optuna.load_study(study_name="sphere", storage=url)
+    except KeyError:   # not created yet
+        return []
+    return s.get_trials(states=(TrialState.RUNNING,))
+
+
+# ---------------------------------------------------------------- launchers
+def ray(address):
+    # hydra-ray-launcher 1.2.2 sets object_store_memory for a Ray it starts itself; Ray 2.x refuses it when
+    # connecting to a running cluster, so the README's command sets it to null
+    return ["hydra/launcher=ray", f"hydra.launcher.ray.init.address={address}",
+            "+hydra.launcher.ray.init.object_store_memory=null"]
+
+
+def test_ray_launcher_keeps_n_jobs_trials_in_flight(tmp_path, ray_cluster):
+    ok(run(tmp_path, *ray(ray_cluster), "sleep=3",
+           "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", f"hydra.sweeper.storage=sqlite:///{tmp_path}/s.db"))
+    s = optuna.load_study(study_name="sphere", storage=f"sqlite:///{tmp_path}/s.db")
+    assert len(counted(s)) == 4 and all(t.state == TrialState.COMPLETE for t in counted(s))
+    assert len(spans(tmp_path)) == 4 and most_at_once(spans(tmp_path)) == 2
+
+
+def test_pruning_through_ray(tmp_path, ray_cluster):
+    db = f"sqlite:///{tmp_path}/s.db"
+    ok(run(tmp_path, *ray(ray_cluster),
+           f"hydra.sweeper.storage={db}", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2", *PRUNING))
+    check_pruning(optuna.load_study(study_name="sphere", storage=db), tmp_path, 6)
+
+
+def test_submitit_local_launcher(tmp_path):
+    db = f"sqlite:///{tmp_path}/s.db"
+    ok(run(tmp_path, "hydra/launcher=submitit_local", f"hydra.sweeper.storage={db}", "sleep=2",
+           "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *PRUNING))
+    check_pruning(optuna.load_study(study_name="sphere", storage=db), tmp_path, 4)
+    assert most_at_once(spans(tmp_path)) == 2
+
+
+def test_joblib_launcher_keeps_n_jobs_trials_in_flight(tmp_path):
+    ok(run(tmp_path, "hydra/launcher=joblib", "sleep=1", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"))
+    assert len(spans(tmp_path)) == 4 and most_at_once(spans(tmp_path)) == 2
+
+
+# ---------------------------------------------------------------- live view
+def test_optuna_dashboard_reads_a_finished_sweep(tmp_path):
+    cmd = search_cmd(tmp_path, {"model.width": "choice(6, 8)"}, "hydra.sweeper.pruner=none", epochs=2, n_trials=2,
+                     train_subset=500)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    port = free_port()
+    dash = subprocess.Popen([sys.executable, "-m", "optuna_dashboard", f"sqlite:///{tmp_path}/study.db",
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        studies = _get(f"http://127.0.0.1:{port}/api/studies")["studies"]
+        [summary] = [x for x in studies if x["study_name"] == "tiny"]
+        study = _get(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}")
+    finally:
+        dash.terminate()
+        dash.wait(10)
+    assert len(study["trials"]) == 2
+    for trial in study["trials"]:
+        assert [v["step"] for v in trial["intermediate_values"]] == [1, 2]          # one value per epoch
+        attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        assert attrs["status"] == "ok" and 0 < float(attrs["final_test_acc"]) <= 1
+
+
+def _get(url, timeout=60):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.loads(r.read())
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
