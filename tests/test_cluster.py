@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import optuna
 import pytest
@@ -143,11 +144,11 @@ def test_optuna_dashboard_reads_a_finished_sweep(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     port = free_port()
-    dash = subprocess.Popen([sys.executable, "-m", "optuna_dashboard", f"sqlite:///{tmp_path}/study.db",
+    dash = subprocess.Popen([str(Path(sys.executable).with_name("optuna-dashboard")), f"sqlite:///{tmp_path}/study.db",
                              "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        studies = _get(f"http://127.0.0.1:{port}/api/studies")["studies"]
+        studies = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
         [summary] = [x for x in studies if x["study_name"] == "tiny"]
         study = _get(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}")
     finally:
