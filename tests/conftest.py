@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # tests never download: they read the verified copy (CI sets MNIST_ROOT=../shared/data)
 os.environ["MNIST_ROOT"] = str(Path(os.environ.get("MNIST_ROOT", "data")).resolve())
+pytest_plugins = ["servers"]   # the postgres, pg_url and ray_cluster fixtures
 TINY = ["data.train_subset=2000", "data.test_subset=500", "trainer.epochs=1"]
 
 

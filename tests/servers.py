@@ -4,6 +4,7 @@
 PostgreSQL listens on loopback only, on a free port, with trust auth, from a data dir in /tmp; initdb refuses
 root, so as root it runs as the `postgres` user. Each test gets a database of its own.
 """
+import contextlib
 import glob
 import os
 import shutil
@@ -24,18 +25,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def _pg_bin():
+def pg_bin():
+    """The directory of PostgreSQL's server programs (Debian keeps them off PATH), or None."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        pytest.fail("PostgreSQL's server is not installed (no /usr/lib/postgresql/*/bin/initdb): "
-                    "`apt-get install postgresql`, as .ci/run does")
-    return Path(found[-1]).parent
+    return Path(found[-1]).parent if found else None
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    """A PostgreSQL server for this test process -> its base URL, `postgresql+psycopg://postgres@127.0.0.1:PORT`."""
-    bindir = _pg_bin()
+@contextlib.contextmanager
+def running_postgres():
+    """Start a throwaway PostgreSQL server; yield its base URL, `postgresql+psycopg://postgres@127.0.0.1:PORT`."""
+    bindir = pg_bin()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL's server is not installed (no /usr/lib/postgresql/*/bin/initdb): "
+                           "`apt-get install postgresql`, as .ci/run does")
     root = tempfile.mkdtemp(prefix="mnist-sweeper-pg-")
     as_root = os.geteuid() == 0
     user = "postgres" if as_root else None
@@ -46,44 +48,60 @@ def postgres():
     def run(*cmd):
         subprocess.run(cmd, user=user, check=True, capture_output=True, text=True, cwd=root)
 
-    run(f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync")
-    # loopback only; the unix socket goes into the temp dir, never /var/run/postgresql
-    run(f"{bindir}/pg_ctl", "-D", data, "-l", f"{root}/log", "-w", "-o",
-        f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200", "start")
     try:
+        run(f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync")
+        # loopback only; the unix socket goes into the temp dir, never /var/run/postgresql
+        run(f"{bindir}/pg_ctl", "-D", data, "-l", f"{root}/log", "-w", "-o",
+            f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200", "start")
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
     finally:
         subprocess.run([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], user=user, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def pg_url(postgres):
-    """A fresh database on the test process's server -> its SQLAlchemy URL."""
+def create_database(server):
+    """A fresh database on `server` (a base URL) -> its SQLAlchemy URL."""
     import psycopg
     name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres.replace("+psycopg", "") + "/postgres", autocommit=True) as conn:
+    with psycopg.connect(server.replace("+psycopg", "") + "/postgres", autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    return f"{postgres}/{name}"
+    return f"{server}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for this test process -> its base URL."""
+    try:
+        with running_postgres() as url:
+            yield url
+    except RuntimeError as e:
+        pytest.fail(str(e))
+
+
+@pytest.fixture
+def pg_url(postgres):
+    """A database of its own for one test."""
+    return create_database(postgres)
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
+def ray_cluster():
     """A local Ray cluster, a head and a second node on this machine, one CPU each -> the head's address."""
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
     port = free_port()
-    temp = tmp_path_factory.mktemp("ray")
+    temp = tempfile.mkdtemp(prefix="ray-")   # short: Ray's unix sockets live under it (a 107-byte limit)
     common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     try:
-        subprocess.run([*ray, "start", "--head", f"--port={port}", "--include-dashboard=false",
-                        f"--temp-dir={temp}", *common], check=True, capture_output=True, env=env, timeout=120)
-        subprocess.run([*ray, "start", f"--address=127.0.0.1:{port}", *common], check=True, capture_output=True,
-                       env=env, timeout=120)
+        for args in (["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"],
+                     [f"--address=127.0.0.1:{port}"]):
+            p = subprocess.run([*ray, "start", *args, *common], capture_output=True, text=True, env=env, timeout=120)
+            assert p.returncode == 0, f"ray start {' '.join(args)}: {p.stdout[-1500:]} {p.stderr[-1500:]}"
         _wait_for_nodes(f"127.0.0.1:{port}", 2)
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([*ray, "stop", "--force"], capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _wait_for_nodes(address, n, timeout=60):
