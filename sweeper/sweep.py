@@ -83,6 +83,9 @@ class OptunaSweep:
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
+        if type(self.launcher).__name__ != "BasicLauncher":   # it may pickle the task: give it a reference
+            self.launcher = Plugins.instance().instantiate_launcher(
+                hydra_context=hydra_context, task_function=worker.importable(task_function), config=config)
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.budget = OmegaConf.select(config, "budget")   # the MNIST trial's; a plain app has none
 

@@ -91,6 +91,10 @@ def ray_cluster():
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray-")   # short: Ray's unix sockets live under it (a 107-byte limit)
     common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats"]
+    # loopback only, so no token: otherwise a token a local ray.init() left in ~/.ray turns token auth on for the
+    # head, and the second node and the sweeps (which inherit os.environ) must present it
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     try:
         for args in (["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"],
@@ -102,6 +106,10 @@ def ray_cluster():
     finally:
         subprocess.run([*ray, "stop", "--force"], capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE")
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def _wait_for_nodes(address, n, timeout=60):

@@ -109,6 +109,7 @@ def ray(address):
             "+hydra.launcher.ray.init.object_store_memory=null"]
 
 
+@pytest.mark.xdist_group("ray")
 def test_ray_launcher_keeps_n_jobs_trials_in_flight_and_prunes_through_the_storage(tmp_path, ray_cluster):
     # one sweep for both (a second Ray cluster cannot start beside the first): 2 CPUs on 2 nodes, n_jobs=2
     db = f"sqlite:///{tmp_path}/s.db"
@@ -116,6 +117,18 @@ def test_ray_launcher_keeps_n_jobs_trials_in_flight_and_prunes_through_the_stora
            "hydra.sweeper.n_jobs=2", *PRUNING))
     check_pruning(optuna.load_study(study_name="sphere", storage=db), tmp_path, 6)
     assert len(spans(tmp_path)) == 6 and most_at_once(spans(tmp_path)) == 2
+
+
+@pytest.mark.xdist_group("ray")
+def test_mnist_trials_on_ray(tmp_path, ray_cluster):
+    # `python -m sweeper.train`: Ray gets the task as a reference to sweeper.train.main (worker.importable)
+    cmd = search_cmd(tmp_path, {"model.width": "choice(6, 8)"}, *ray(ray_cluster), "hydra.sweeper.n_jobs=2",
+                     n_trials=2, train_subset=2000)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = [json.loads((tmp_path / "sweep" / str(n) / "metrics.json").read_text()) for n in (0, 1)]
+    assert [x["status"] for x in m] == ["ok", "ok"] and all(x["final_test_acc"] > 0.2 for x in m)
+    assert most_at_once([(x["started_at"], x["ended_at"]) for x in m]) == 2   # read from the trial dirs
 
 
 def test_submitit_local_launcher(tmp_path):
