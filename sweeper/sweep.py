@@ -23,12 +23,11 @@ import threading
 import time
 from pathlib import Path
 
-from hydra.core.plugins import Plugins
 from omegaconf import ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweeper import metrics as mx
-from sweeper import results, space as sp, worker
+from sweeper import launchers, results, space as sp, worker
 from sweeper.heartbeat import Heartbeat
 from sweeper.ledger import Ledger
 from sweeper.outcome import outcome
@@ -81,11 +80,7 @@ class OptunaSweep:
 
     def setup(self, *, hydra_context, task_function, config):
         self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
-        if type(self.launcher).__name__ != "BasicLauncher":   # it may pickle the task: give it a reference
-            self.launcher = Plugins.instance().instantiate_launcher(
-                hydra_context=hydra_context, task_function=worker.importable(task_function), config=config)
+        self.launcher = launchers.make(hydra_context, task_function, config)
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.budget = OmegaConf.select(config, "budget")   # the MNIST trial's; a plain app has none
 
@@ -127,7 +122,7 @@ class OptunaSweep:
         log.info(f"study {study.study_name!r} in {self.storage_url or 'memory'}: {len(ledger.finished())} of "
                  f"{self.n_trials} trials done; {self.n_jobs} at a time; trial dirs under {self.sweep_dir}")
         if not self.basic and self.n_jobs > 1:
-            _warm_up(self.launcher)
+            launchers.warm_up(self.launcher)
         try:
             with Heartbeat(study._storage, self.heartbeat_interval) if beats else contextlib.nullcontext() as hb:
                 self.heartbeat = hb
@@ -332,14 +327,6 @@ class OptunaSweep:
 
     def too_many_failures(self, done):
         return sum(t.state == TrialState.FAIL for t in done) > self.max_failure_rate * self.n_trials
-
-
-def _warm_up(launcher):
-    """Ray's launcher connects to its cluster inside its first launch(): n_jobs slots launching at once would all
-    call ray.init, and all but one fail. An empty launch connects once, before they start. Launchers that refuse
-    an empty launch (submitit asserts a job) connect per job and need none."""
-    with contextlib.suppress(AssertionError):
-        launcher.launch([], initial_job_idx=0)
 
 
 def _clear(job_dir):

@@ -157,21 +157,6 @@ class SaveReturn(Callback):
 
 
 # ---------------------------------------------------------------- a job in a worker process
-def importable(task_function):
-    """The task as a launcher that pickles it (Ray) should get it.
-
-    A task of an app run as `python -m pkg.app` lives in `__main__`, which cloudpickle sends by value with every
-    global it touches (torch's do not pickle). The same module imported by name holds the same task behind
-    @hydra.main, which runs it on a config passed in; that pickles as a reference, `pkg.app.main`.
-    """
-    name = getattr(getattr(sys.modules["__main__"], "__spec__", None), "name", None)
-    if task_function.__module__ != "__main__" or not name:
-        return task_function
-    import importlib
-    twin = getattr(importlib.import_module(name), task_function.__name__, None)
-    return twin if callable(twin) else task_function
-
-
 def command(config, overrides, job_dir, number):
     """`python app.py ...` composing the same config as the sweep, for one job in `job_dir`."""
     main = sys.modules["__main__"]

@@ -121,8 +121,10 @@ def test_ray_launcher_keeps_n_jobs_trials_in_flight_and_prunes_through_the_stora
 
 @pytest.mark.xdist_group("ray")
 def test_mnist_trials_on_ray(tmp_path, ray_cluster):
-    # `python -m sweeper.train`: Ray gets the task as a reference to sweeper.train.main (worker.importable)
-    cmd = search_cmd(tmp_path, {"model.width": "choice(6, 8)"}, *ray(ray_cluster), "hydra.sweeper.n_jobs=2",
+    # `python -m sweeper.train` with the shipped conf/hydra/launcher/ray_cluster.yaml: Ray gets the task as a
+    # reference to sweeper.train.main (launchers.importable)
+    cmd = search_cmd(tmp_path, {"model.width": "choice(6, 8)"}, "hydra/launcher=ray_cluster",
+                     f"hydra.launcher.ray.init.address={ray_cluster}", "hydra.sweeper.n_jobs=2",
                      n_trials=2, train_subset=2000)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -140,3 +140,14 @@ def test_the_smallest_experiment_is_the_confirmed_winner():
     # the hunt's confirmed winner (README): under the goal of 6,000 params, in at most 15 epochs
     assert (cfg.model._target_, cfg.model.width, cfg.trainer.epochs) == ("sweeper.model.slim", 12, 15)
     assert count(cfg.model) == 5020 < 6000
+
+
+@pytest.mark.parametrize("option", options("hydra/launcher"))
+def test_launcher_configs_compose_into_their_launchers(option):
+    from hydra.utils import get_class
+    launcher = make_cfg(f"hydra/launcher={option}", hydra=True).hydra.launcher
+    get_class(launcher._target_)   # the plugin is installed (the `cluster` extra) and the target exists
+    if option == "ray_cluster":
+        assert launcher.ray.init.address == "auto" and launcher.ray.init.object_store_memory is None
+    else:
+        assert launcher.cpus_per_task == 1 and launcher._target_.endswith("SlurmLauncher")
