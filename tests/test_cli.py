@@ -94,3 +94,28 @@ def test_a_failed_download_does_not_advise_the_download_it_tried(tmp_path):
     assert r.returncode == 2 and len(err.splitlines()) == 1, err
     assert "the download failed" in err and "set data.download=true" not in err
 
+
+# /proc/cpuinfo as a CPU without bf16 units shows it, for the trial's own check
+NO_BF16 = ("import builtins, io, runpy, sys\n"
+           "real_open = builtins.open\n"
+           "builtins.open = lambda f, *a, **k: io.StringIO('flags\t: fpu sse avx2 avx512f\\n') "
+           "if f == '/proc/cpuinfo' else real_open(f, *a, **k)\n"
+           "sys.argv = ['sweeper.train', *sys.argv[1:]]\n"
+           "runpy.run_module('sweeper.train', run_name='__main__')\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision,warned", [("bf16", True), ("fp32", False), ("auto", False)])
+def test_bf16_on_a_cpu_without_bf16_units_warns_once(tmp_path, precision, warned):
+    r = subprocess.run([sys.executable, "-c", NO_BF16, "data.train_subset=500", "data.test_subset=100",
+                        "trainer.epochs=1", f"trainer.precision={precision}", f"hydra.run.dir={tmp_path}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if "slower than fp32" in line]
+    assert len(lines) == (1 if warned else 0), r.stdout + r.stderr
+    if warned:
+        assert "trainer.precision=bf16" in lines[0] and "3.7x" in lines[0] and "trainer.precision=fp32" in lines[0]
+        assert "slower than fp32" in (tmp_path / "train.log").read_text()
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["precision"] == ("bf16" if warned else "fp32")      # auto picks fp32 there
+
