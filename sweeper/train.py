@@ -29,6 +29,9 @@ from sweeper.model import count
 
 log = logging.getLogger(__name__)
 CONFIG_PATH, CONFIG_NAME = "../conf", "train"   # relative to this file, as hydra.main takes it
+# an epoch's mean training loss above this has diverged: guessing scores ln(10) = 2.3; a run that blew up
+# (SGD at lr 100: 1.2e16) does not come back, while a hopeless but stable one (AdamW at lr 10: 64) stays below
+DIVERGED_LOSS = 1000
 
 
 class Rejected(Exception):
@@ -40,7 +43,7 @@ class Pruned(Exception):
 
 
 class TrialFailed(Exception):
-    """Training broke down (e.g. a non-finite loss); the message names the epoch and step."""
+    """Training diverged (a non-finite or huge loss); the message names the epoch (and step)."""
 
 
 def pick_device(name):
@@ -119,6 +122,8 @@ def train(cfg, out_dir, overrides=(), report=None):
     except BaseException as e:  # Ctrl-C too: the record says why the trial ended
         metrics["status"] = {Rejected: "rejected", Pruned: "pruned"}.get(type(e), "failed")
         metrics["reason"] = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else str(e) or type(e).__name__
+        if isinstance(e, TrialFailed):
+            log.error(metrics["reason"])   # into train.log too: stderr's line is gone with the terminal
         raise
     finally:
         metrics["ended_at"] = round(time.time(), 3)
@@ -180,11 +185,14 @@ def _train(cfg, out_dir, metrics, report):
                 seen = losses[:step + 1]
                 if not torch.isfinite(seen).all():
                     bad = int((~torch.isfinite(seen)).nonzero()[0])
-                    raise TrialFailed(f"non-finite loss at epoch {epoch}, step {bad + 1}/{steps}; "
+                    raise TrialFailed(f"diverged: non-finite loss at epoch {epoch}, step {bad + 1}/{steps}; "
                                       f"lower optimizer.lr (now {cfg.optimizer.lr})")
                 if step % 50 == 0:
                     bar.set_postfix(loss=f"{loss.item():.3f}")
         train_loss, train_acc = losses.sum().item() / len(train_y), correct.item() / len(train_y)
+        if train_loss > DIVERGED_LOSS:
+            raise TrialFailed(f"diverged: training loss {train_loss:.2g} at epoch {epoch}; "
+                              f"lower optimizer.lr (now {cfg.optimizer.lr})")
         test_loss, test_acc = evaluate(model, test_x, test_y, bf16)
         metrics["epochs"].append(dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                                       test_acc=test_acc, lr=lr, seconds=round(time.time() - t_epoch, 3)))

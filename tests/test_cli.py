@@ -1,5 +1,6 @@
 """`python -m sweeper.train` as a user types it."""
 import json
+import re
 import subprocess
 import sys
 
@@ -119,3 +120,15 @@ def test_bf16_on_a_cpu_without_bf16_units_warns_once(tmp_path, precision, warned
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["precision"] == ("bf16" if warned else "fp32")      # auto picks fp32 there
 
+
+@pytest.mark.slow
+def test_a_diverged_trial_fails_and_stops(tmp_path):
+    # lr 100 without a warm-up: a finite training loss around 1e16 in the first epoch, never a non-finite one
+    r = cli(*TINY, "trainer.epochs=2", "optimizer.lr=100", "scheduler=none", f"hydra.run.dir={tmp_path}")
+    err = r.stderr.strip()
+    assert r.returncode == 1 and len(err.splitlines()) == 1, err
+    assert re.fullmatch(r"error: diverged: training loss [\d.]+e\+\d+ at epoch 1; lower optimizer.lr \(now 100\)", err)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "failed" and m["reason"] == err.removeprefix("error: ") and m["epochs"] == []
+    assert m["reason"] in (tmp_path / "train.log").read_text()
+    assert not (tmp_path / "model.pt").exists()           # stopped in epoch 1 of 2
