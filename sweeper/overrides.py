@@ -42,7 +42,6 @@ class OverrideError(ValueError):
 class Checked:
     cfg: DictConfig     # the job's config with every override that is not a sweep (no `hydra` node)
     swept: set          # keys and groups a sweep varies: each trial checks their values
-    multirun: bool
 
 
 def check(argv, config_dir, config_name):
@@ -89,7 +88,7 @@ def check(argv, config_dir, config_name):
             cfgs += [job(c) for c in swept_options(loader, name, fixed, swept)]
         check_key(o, cfgs if o.is_sweep_override() else cfgs[:1], top_groups)
     full = compose(loader, name, [o.input_line for o in overrides if not o.is_sweep_override()])
-    return None if full is None else Checked(job(full), swept, multirun)
+    return None if full is None else Checked(job(full), swept)
 
 
 def compose(loader, name, lines):
