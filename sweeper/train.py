@@ -2,7 +2,8 @@
 
 `train(cfg, out_dir)` is the whole trial, top to bottom: checks, model (rejected over budget before any
 training), optimizer, data, then one plain loop of epochs with an evaluation on the test set after each.
-The Hydra task `main` returns the final test accuracy, the objective a sweeper maximises.
+The Hydra task `main` returns the final test accuracy, the objective a sweeper maximises. The command line
+(`cli`) is checked before Hydra creates a run dir: a refused command leaves nothing behind.
 """
 import logging
 import math
@@ -18,18 +19,19 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
-from sweeper import data, worker
+from sweeper import data, overrides, worker
 from sweeper import metrics as mx
+from sweeper.checks import ConfigError, check, check_config
 from sweeper.model import count
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A config value outside what is allowed; the message names the key, the value and what is allowed."""
+CONFIG_PATH, CONFIG_NAME = "../conf", "train"   # relative to this file, as hydra.main takes it
+# an epoch's mean training loss above this has diverged: guessing scores ln(10) = 2.3; a run that blew up
+# (SGD at lr 100: 1.2e16) does not come back, while a hopeless but stable one (AdamW at lr 10: 64) stays below
+DIVERGED_LOSS = 1000
 
 
 class Rejected(Exception):
@@ -41,74 +43,7 @@ class Pruned(Exception):
 
 
 class TrialFailed(Exception):
-    """Training broke down (e.g. a non-finite loss); the message names the epoch and step."""
-
-
-def is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def is_fraction(v):
-    return is_number(v) and 0 <= v < 1
-
-
-def check(ok, key, value, allowed):
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
-
-
-_ABSENT = object()
-
-
-def check_config(cfg):
-    """Check every value a trial reads before anything is built; keys an option lacks are skipped."""
-    b = cfg.budget
-    rules = [
-        ("budget.max_params", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
-        ("budget.max_epochs", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
-        ("budget.target_acc", lambda v: is_number(v) and 0 < v <= 1, "must be a fraction in (0, 1]"),
-        ("seed", is_int, "must be an integer"),
-        ("trainer.epochs", lambda v: is_int(v) and 1 <= v <= b.max_epochs,
-         f"must be an integer in [1, budget.max_epochs={b.max_epochs}]"),
-        ("trainer.batch_size", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
-        ("trainer.threads", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
-        ("trainer.compile", lambda v: isinstance(v, bool), "must be true or false"),
-        ("trainer.precision", lambda v: v in ("auto", "fp32", "bf16"), "must be one of auto, fp32, bf16"),
-        ("data.root", lambda v: isinstance(v, str) and v != "", "must be a folder path"),
-        ("data.download", lambda v: isinstance(v, bool), "must be true or false"),
-        ("data.train_subset", lambda v: v is None or (is_int(v) and v > 0), "must be null or an integer > 0"),
-        ("data.test_subset", lambda v: v is None or (is_int(v) and v > 0), "must be null or an integer > 0"),
-        ("model.width", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
-        ("model.dropout", is_fraction, "must be a number in [0, 1)"),
-        ("augment.pre_rotate", lambda v: is_number(v) and 0 <= v <= 180, "must be degrees in [0, 180]"),
-        ("augment.degrees", lambda v: is_number(v) and 0 <= v <= 180, "must be degrees in [0, 180]"),
-        ("augment.shear", lambda v: is_number(v) and 0 <= v < 90, "must be degrees in [0, 90)"),
-        ("augment.translate", is_fraction, "must be a fraction in [0, 1)"),
-        ("augment.scale", lambda v: isinstance(v, list) and len(v) == 2 and all(is_number(s) and s > 0 for s in v)
-         and v[0] <= v[1], "must be [low, high] with 0 < low <= high"),
-        ("optimizer.lr", lambda v: is_number(v) and v > 0, "must be a number > 0"),
-        ("optimizer.momentum", is_fraction, "must be a number in [0, 1)"),
-        ("optimizer.weight_decay", lambda v: is_number(v) and v >= 0, "must be a number >= 0"),
-        ("scheduler.name", lambda v: v in ("step", "onecycle", "cosine", "none"),
-         "must be one of step, onecycle, cosine, none"),
-        ("scheduler.step_size", lambda v: is_int(v) and v > 0, "must be an integer number of epochs > 0"),
-        ("scheduler.gamma", lambda v: is_number(v) and 0 < v <= 1, "must be a number in (0, 1]"),
-        ("scheduler.pct_start", lambda v: is_number(v) and 0 < v < 1, "must be a number in (0, 1)"),
-        ("scheduler.div_factor", lambda v: is_number(v) and v >= 1, "must be a number >= 1"),
-        ("scheduler.final_div_factor", lambda v: is_number(v) and v >= 1, "must be a number >= 1"),
-        ("scheduler.eta_min", lambda v: is_number(v) and v >= 0, "must be a number >= 0"),
-    ]
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    for key, ok, allowed in rules:
-        node = plain
-        for part in key.split("."):
-            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
-        if node is not _ABSENT:
-            check(ok(node), key, node, allowed)
+    """Training diverged (a non-finite or huge loss); the message names the epoch (and step)."""
 
 
 def pick_device(name):
@@ -147,6 +82,10 @@ def cpu_has_bf16():
 
 def pick_bf16(precision, device):
     """auto: bf16 autocast on CUDA and on CPUs with bf16 units (+22 % here); emulated bf16 is slower than fp32."""
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        log.warning("trainer.precision=bf16 on a CPU without bf16 units (no avx512_bf16 or amx_bf16 in "
+                    "/proc/cpuinfo) is emulated: about 3.7x slower than fp32 where measured; use "
+                    "trainer.precision=fp32 (or auto)")
     if precision != "auto":
         return precision == "bf16"
     return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
@@ -183,6 +122,8 @@ def train(cfg, out_dir, overrides=(), report=None):
     except BaseException as e:  # Ctrl-C too: the record says why the trial ended
         metrics["status"] = {Rejected: "rejected", Pruned: "pruned"}.get(type(e), "failed")
         metrics["reason"] = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else str(e) or type(e).__name__
+        if isinstance(e, TrialFailed):
+            log.error(metrics["reason"])   # into train.log too: stderr's line is gone with the terminal
         raise
     finally:
         metrics["ended_at"] = round(time.time(), 3)
@@ -244,11 +185,14 @@ def _train(cfg, out_dir, metrics, report):
                 seen = losses[:step + 1]
                 if not torch.isfinite(seen).all():
                     bad = int((~torch.isfinite(seen)).nonzero()[0])
-                    raise TrialFailed(f"non-finite loss at epoch {epoch}, step {bad + 1}/{steps}; "
+                    raise TrialFailed(f"diverged: non-finite loss at epoch {epoch}, step {bad + 1}/{steps}; "
                                       f"lower optimizer.lr (now {cfg.optimizer.lr})")
                 if step % 50 == 0:
                     bar.set_postfix(loss=f"{loss.item():.3f}")
         train_loss, train_acc = losses.sum().item() / len(train_y), correct.item() / len(train_y)
+        if train_loss > DIVERGED_LOSS:
+            raise TrialFailed(f"diverged: training loss {train_loss:.2g} at epoch {epoch}; "
+                              f"lower optimizer.lr (now {cfg.optimizer.lr})")
         test_loss, test_acc = evaluate(model, test_x, test_y, bf16)
         metrics["epochs"].append(dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                                       test_acc=test_acc, lr=lr, seconds=round(time.time() - t_epoch, 3)))
@@ -286,7 +230,7 @@ class CheckOutputDir(Callback):
             sys.exit(2)
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     in_sweep = hc.mode == RunMode.MULTIRUN or worker.in_sweep()
@@ -313,5 +257,31 @@ def main(cfg: DictConfig) -> float:
     return metrics["final_test_acc"]
 
 
-if __name__ == "__main__":
+def check_command(argv):
+    """Everything a trial would refuse, checked before Hydra creates a dir: keys and group options
+    (sweeper/overrides.py), values, the device and, with no download to try, MNIST. In a sweep, the values
+    of swept keys are left to each trial."""
+    checked = overrides.check(argv, os.path.join(os.path.dirname(__file__), CONFIG_PATH), CONFIG_NAME)
+    if checked is None:
+        return   # --help, --cfg, ... or a command Hydra refuses in its own words
+    cfg, swept = checked.cfg, checked.swept
+    check_config(cfg, swept)
+    if "device" not in swept:
+        pick_device(cfg.device)
+    if not cfg.data.download and not swept & {"data.root", "data.download"}:
+        data.check_files(cfg.data.root)
+
+
+def cli():
+    """`python -m sweeper.train [overrides]`: a refused command exits 2 with one line and leaves nothing."""
+    if not worker.in_sweep():   # a sweep's worker runs what its sweep checked at its start
+        try:
+            check_command(sys.argv[1:])
+        except (overrides.OverrideError, ConfigError, data.DataError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,5 +1,6 @@
 """`python -m sweeper.train` as a user types it."""
 import json
+import re
 import subprocess
 import sys
 
@@ -28,7 +29,7 @@ BAD = [
     ("optimizer.lr=0", "optimizer.lr=0", "> 0"),
     ("optimizer.lr=-1", "optimizer.lr=-1", "> 0"),
     ("trainer.batch_size=0", "trainer.batch_size=0", "> 0"),
-    ("model=resnet50", "model/resnet50", "reference"),             # Hydra's own message lists the options
+    ("model=resnet50", "model=resnet50", "lean, reference, slim"),
     ("data.root=/no/such/dir data.download=false", "t10k-images-idx3-ubyte", "MNIST_ROOT"),
 ]
 
@@ -40,9 +41,8 @@ def test_bad_input_one_clear_line_no_training(tmp_path, args, names, allowed):
     err = r.stderr.strip()
     assert names in err and allowed in err, err
     assert "Traceback" not in err and "epoch 1" not in r.stdout + err
-    assert not (tmp_path / "model.pt").exists()
-    if not args.startswith("model="):       # our own errors are one line
-        assert len(err.splitlines()) == 1, err
+    assert len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []     # refused before Hydra created the run dir
 
 
 def test_over_budget_cli_names_both_numbers(tmp_path):
@@ -94,3 +94,41 @@ def test_a_failed_download_does_not_advise_the_download_it_tried(tmp_path):
     err = r.stderr.strip()
     assert r.returncode == 2 and len(err.splitlines()) == 1, err
     assert "the download failed" in err and "set data.download=true" not in err
+
+
+# /proc/cpuinfo as a CPU without bf16 units shows it, for the trial's own check
+NO_BF16 = ("import builtins, io, runpy, sys\n"
+           "real_open = builtins.open\n"
+           "builtins.open = lambda f, *a, **k: io.StringIO('flags\t: fpu sse avx2 avx512f\\n') "
+           "if f == '/proc/cpuinfo' else real_open(f, *a, **k)\n"
+           "sys.argv = ['sweeper.train', *sys.argv[1:]]\n"
+           "runpy.run_module('sweeper.train', run_name='__main__')\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision,warned", [("bf16", True), ("fp32", False), ("auto", False)])
+def test_bf16_on_a_cpu_without_bf16_units_warns_once(tmp_path, precision, warned):
+    r = subprocess.run([sys.executable, "-c", NO_BF16, "data.train_subset=500", "data.test_subset=100",
+                        "trainer.epochs=1", f"trainer.precision={precision}", f"hydra.run.dir={tmp_path}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if "slower than fp32" in line]
+    assert len(lines) == (1 if warned else 0), r.stdout + r.stderr
+    if warned:
+        assert "trainer.precision=bf16" in lines[0] and "3.7x" in lines[0] and "trainer.precision=fp32" in lines[0]
+        assert "slower than fp32" in (tmp_path / "train.log").read_text()
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["precision"] == ("bf16" if warned else "fp32")      # auto picks fp32 there
+
+
+@pytest.mark.slow
+def test_a_diverged_trial_fails_and_stops(tmp_path):
+    # lr 100 without a warm-up: a finite training loss around 1e16 in the first epoch, never a non-finite one
+    r = cli(*TINY, "trainer.epochs=2", "optimizer.lr=100", "scheduler=none", f"hydra.run.dir={tmp_path}")
+    err = r.stderr.strip()
+    assert r.returncode == 1 and len(err.splitlines()) == 1, err
+    assert re.fullmatch(r"error: diverged: training loss [\d.]+e\+\d+ at epoch 1; lower optimizer.lr \(now 100\)", err)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "failed" and m["reason"] == err.removeprefix("error: ") and m["epochs"] == []
+    assert m["reason"] in (tmp_path / "train.log").read_text()
+    assert not (tmp_path / "model.pt").exists()           # stopped in epoch 1 of 2

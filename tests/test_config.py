@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 from conftest import make_cfg, options
 from sweeper import data
 from sweeper.model import count_params
-from sweeper.train import ConfigError, check_config, make_scheduler
+from sweeper.checks import ConfigError, check_config
+from sweeper.train import make_scheduler
 
 GROUPS = ["model", "augment", "optimizer", "scheduler"]
 

@@ -13,8 +13,8 @@ import pytest
 from omegaconf import open_dict
 
 from conftest import ROOT, TINY, cli, counted, make_cfg, search_cmd, study
+from sweeper.checks import ConfigError, check_config
 from sweeper.data import FILES
-from sweeper.train import ConfigError, check_config
 
 PARAMS = {"model.width": "range(4, 13)", "model.dropout": "interval(0.0, 0.1)"}
 

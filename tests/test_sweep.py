@@ -145,7 +145,7 @@ def test_failed_trial_does_not_stop_the_sweep(tmp_path):
     s = study(tmp_path)
     states = {t.params["optimizer.lr"]: t for t in s.trials}
     assert states[1e20].state == optuna.trial.TrialState.FAIL
-    assert "non-finite loss at epoch 1" in states[1e20].user_attrs["reason"]
+    assert "diverged: non-finite loss at epoch 1" in states[1e20].user_attrs["reason"]
     assert states[0.2].state == optuna.trial.TrialState.COMPLETE
 
 

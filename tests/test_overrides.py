@@ -1,0 +1,77 @@
+"""Mistyped keys, unknown options and bad values are refused in one line before Hydra writes anything -- no training."""
+import re
+import shlex
+
+import pytest
+
+from conftest import ROOT, cli
+from sweeper.checks import ConfigError
+from sweeper.overrides import OverrideError, check
+from sweeper.train import check_command
+
+REFUSED = [
+    ("trainer.epoch=3", "there is no key trainer.epoch; did you mean trainer.epochs?"),
+    ("+trainer.epoch=3", "a trial never reads trainer.epoch; did you mean trainer.epochs?"),
+    ("model=resnet", "model is one of lean, reference, slim"),
+    ("--multirun trainer.epoch=1,2", "there is no key trainer.epoch; did you mean trainer.epochs?"),
+    ("--multirun hparams_search=budget +trainer.epoch=3", "a trial never reads trainer.epoch"),
+    ("model.dropout=1.5", "model.dropout=1.5 is not allowed: must be a number in [0, 1)"),
+    ("data.root=/no/such/dir data.download=false", "MNIST not found"),
+]
+
+
+@pytest.mark.parametrize("args,says", REFUSED, ids=[r[0] for r in REFUSED])
+def test_refused_in_one_line_and_nothing_written(tmp_path, args, says):
+    # run from an empty folder with Hydra's default output dirs: a refused command leaves it empty
+    r = cli(*shlex.split(args), cwd=tmp_path, timeout=60)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert says in err, err
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+# the same check without a process each
+MORE = [
+    ("~trainer.epoch", OverrideError, "there is no key trainer.epoch; did you mean trainer.epochs?"),
+    ("optimizer.learning_rate=0.1", OverrideError, "optimizer has lr, momentum, nesterov, weight_decay"),
+    ("epochs=3", OverrideError, "did you mean trainer.epochs?"),
+    ("foo.bar=1", OverrideError, "the config has augment, budget, data, device, experiment, hparams_search, model"),
+    ("+optimizer.foo=1", OverrideError, "a trial never reads optimizer.foo"),
+    ("--multirun model=slim,resnet", OverrideError, "model is one of lean, reference, slim"),
+    ("--multirun hparams_search=budgett", OverrideError, "hparams_search is one of budget, pareto, smallest"),
+    ("trainer.epochs=25", ConfigError, "trainer.epochs=25 is not allowed"),
+    ("--multirun model.dropout=1.5 model.width=8,10", ConfigError, "model.dropout=1.5 is not allowed"),
+    ("--multirun trainer.epochs=25 model.width=8,10", ConfigError, "trainer.epochs=25 is not allowed"),
+]
+
+
+@pytest.mark.parametrize("args,error,says", MORE, ids=[m[0] for m in MORE])
+def test_refused_before_hydra(args, error, says):
+    with pytest.raises(error, match=re.escape(says)):
+        check_command(shlex.split(args))
+
+
+ACCEPTED = [
+    "+experiment=smallest",
+    "++trainer.note=1",                                  # ++ adds or replaces on purpose
+    "+optimizer.dampening=0.1",                          # torch.optim.SGD takes it: the trial reads it
+    "model=lean model.width=13 model.dropout=0.03",
+    "--multirun hparams_search=budget hydra.sweeper.n_trials=3 hydra/sweeper/sampler=random",
+    "--multirun hparams_search=budget 'model.width=range(8,13)' augment=seed",
+    "--multirun 'optimizer=sgd,adamw' 'optimizer.betas=[0.9,0.99],[0.9,0.999]'",   # a key of one swept option
+    "--multirun trainer.epochs=25 budget.max_epochs=30,40",   # each trial checks its own budget
+    "--multirun data.download=false data.root=a,b",           # each trial checks its own data
+]
+
+
+@pytest.mark.parametrize("args", ACCEPTED)
+def test_accepted_forms_pass(args):
+    check_command(shlex.split(args))
+
+
+def test_every_readme_command_names_real_keys_and_options():
+    # keys and options only: the README also shows device=cuda, refused on a machine without CUDA
+    commands = re.findall(r"python -m sweeper\.train((?: +(?!#)[^\s`|]+)*)", (ROOT / "README.md").read_text())
+    assert len(commands) >= 15
+    for args in commands:
+        assert check(shlex.split(args), ROOT / "conf", "train") is not None, args
