@@ -71,7 +71,7 @@ def test_accepted_forms_pass(args):
 
 def test_every_readme_command_names_real_keys_and_options():
     # keys and options only: the README also shows device=cuda, refused on a machine without CUDA
-    commands = re.findall(r"python -m sweeper\.train((?: +(?!#)[^\s`|]+)*)", (ROOT / "README.md").read_text())
+    commands = re.findall(r"python -m sweeper\.train((?: +(?!#)[^\s`|]+)*)", (ROOT / "README.md").read_text().replace("\\\n", " "))   # continued lines
     assert len(commands) >= 15
     for args in commands:
         assert check(shlex.split(args), ROOT / "conf", "train") is not None, args
