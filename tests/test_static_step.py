@@ -1,8 +1,12 @@
 """The CUDA-graph step's pure tensor logic, on CPU (sweeper/static_step.py): its lr table is the torch scheduler's,
-its updates are torch.optim's, and one step of it is one step of the plain loop in sweeper/train.py.
+its updates are torch.optim's, and one step of it is one step of the plain loop in sweeper/train.py. Then
+cuda_graph.capture's bookkeeping around the capture, with torch.cuda's calls faked (tests/test_gpu.py does it for real).
 
     python -m pytest -q -n 0 tests/test_static_step.py
 """
+import contextlib
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +14,7 @@ from hydra.utils import instantiate
 
 from conftest import make_cfg, options
 from sweeper import data
+from sweeper.cuda_graph import WARMUP_STEPS, capture
 from sweeper.static_step import Step, graph_safe, schedule_table
 from sweeper.train import make_scheduler
 
@@ -141,3 +146,76 @@ def test_a_step_is_a_step_of_the_plain_loop(optimizer):
     assert mine == pytest.approx(plain, rel=2e-4)
     for a, b in zip(model.parameters(), model2.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-3)
+
+
+# ---------------------------------------------------------------- cuda_graph.capture's bookkeeping, CUDA faked
+class FakeStream:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def wait_stream(self, other):
+        pass
+
+
+class FakeGraph:
+    def __init__(self):
+        self.generators = []
+
+    def register_generator_state(self, g):
+        self.generators.append(g)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """torch.cuda's capture calls replaced: the 'capture' runs the step for real (a real one records it without
+    running it), so whatever it changes must be undone as the warm-up's is."""
+    seen = dict(seeds=[], fail=None)
+
+    @contextlib.contextmanager
+    def graph(cuda_graph):
+        if seen["fail"]:
+            raise RuntimeError(seen["fail"])
+        yield
+
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: FakeStream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    monkeypatch.setattr(torch.cuda, "manual_seed", seen["seeds"].append)
+    return seen
+
+
+def test_capture_undoes_the_warm_up_and_reseeds(fake_cuda, monkeypatch):
+    cfg = make_cfg("optimizer=adamw")
+    x, y = images(256)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).to(memory_format=torch.channels_last)
+    seeded = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(5)
+    calls = []
+    monkeypatch.setattr(Step, "__call__", lambda self, real=Step.__call__: (calls.append(1), real(self)))
+    step = capture(model, instantiate(cfg.optimizer, params=model.parameters()),
+                   lambda p, steps: make_scheduler(cfg.scheduler, instantiate(cfg.optimizer, params=p), 1, steps),
+                   x, y, cfg.augment, g, False, 64, 1, 7)
+    assert len(calls) == WARMUP_STEPS + 1 and step.graph.generators == [g]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, seeded[k]), k   # weights and BatchNorm statistics, num_batches_tracked too
+    assert step.k.item() == 0 and all(not t.any() for t in step.opt.exp_avgs + step.opt.exp_avg_sqs)
+    assert fake_cuda["seeds"] == [7] and torch.equal(torch.rand(3, generator=g),
+                                                     torch.rand(3, generator=torch.Generator().manual_seed(7)))
+
+
+def test_a_failed_capture_says_so_in_one_line_and_returns_none(fake_cuda, caplog):
+    cfg = make_cfg()
+    x, y = images(256)
+    model = instantiate(cfg.model)
+    fake_cuda["fail"] = "CUDA error: operation not permitted when stream is capturing\nmore detail"
+    with caplog.at_level(logging.WARNING):
+        step = capture(model, instantiate(cfg.optimizer, params=model.parameters()),
+                       lambda p, steps: make_scheduler(cfg.scheduler, instantiate(cfg.optimizer, params=p), 1, steps),
+                       x, y, cfg.augment, torch.Generator(), False, 64, 1, 0)
+    assert step is None
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.startswith("CUDA graph capture failed (RuntimeError: CUDA error: operation not permitted") and \
+        "trains eagerly" in line and "\n" not in line
