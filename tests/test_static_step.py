@@ -22,6 +22,11 @@ OPTIMIZERS = ["optimizer=sgd", "optimizer=sgd optimizer.nesterov=false optimizer
               "optimizer=sgd optimizer.momentum=0 optimizer.nesterov=false", "optimizer=adamw"]
 
 
+def schedule(cfg, epochs):
+    """What train.py hands the graph: the run's scheduler on a fresh optimizer over `params`."""
+    return lambda params, steps: make_scheduler(cfg.scheduler, instantiate(cfg.optimizer, params=params), epochs, steps)
+
+
 def tiny_model():
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
@@ -30,7 +35,7 @@ def tiny_model():
 @pytest.mark.parametrize("scheduler", options("scheduler"))
 @pytest.mark.parametrize("optimizer", ["optimizer=sgd", "optimizer=adamw"])
 def test_the_table_holds_what_the_scheduler_sets_before_each_step(scheduler, optimizer):
-    cfg = make_cfg(optimizer, f"scheduler={scheduler}", *(["scheduler.step_size=1"] if scheduler == "step" else []))
+    cfg = make_cfg(optimizer, f"scheduler={scheduler}", *(["scheduler.step_size=1"] * (scheduler == "step")))
     epochs, steps = 3, 7
     opt = instantiate(cfg.optimizer, params=tiny_model().parameters())
     sched = make_scheduler(cfg.scheduler, opt, epochs, steps)
@@ -40,8 +45,7 @@ def test_the_table_holds_what_the_scheduler_sets_before_each_step(scheduler, opt
         used.append((group["lr"], group["betas"][0] if "betas" in group else group["momentum"]))
         opt.step()
         sched.step()
-    table = schedule_table(lambda p: make_scheduler(cfg.scheduler, instantiate(cfg.optimizer, params=p), epochs, steps),
-                           epochs * steps)
+    table = schedule_table(lambda p: schedule(cfg, epochs)(p, steps), epochs * steps)
     assert table.tolist() == [list(u) for u in used]
     assert table.dtype == torch.float64 and len(set(table[:, 0].tolist())) > (scheduler != "none")
 
@@ -50,13 +54,12 @@ def test_the_table_holds_what_the_scheduler_sets_before_each_step(scheduler, opt
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_the_graph_safe_update_is_torch_optims(optimizer, scheduler):
     """Same gradients into both for 30 steps: OneCycle cycles momentum / beta1 too, and the table must follow."""
-    cfg = make_cfg(*optimizer.split(), f"scheduler={scheduler}", *(["scheduler.step_size=1"] if scheduler == "step" else []))
+    cfg = make_cfg(*optimizer.split(), f"scheduler={scheduler}", *(["scheduler.step_size=1"] * (scheduler == "step")))
     epochs, steps = 3, 10
     ref, mine = tiny_model(), tiny_model()
     opt = instantiate(cfg.optimizer, params=ref.parameters())
     sched = make_scheduler(cfg.scheduler, opt, epochs, steps)
-    table = schedule_table(lambda p: make_scheduler(cfg.scheduler, instantiate(cfg.optimizer, params=p), epochs, steps),
-                           epochs * steps)
+    table = schedule_table(lambda p: schedule(cfg, epochs)(p, steps), epochs * steps)
     params = list(mine.parameters())
     update = graph_safe(instantiate(cfg.optimizer, params=mine.parameters()), params, table)
     g = torch.Generator().manual_seed(1)
@@ -91,8 +94,7 @@ def test_an_epoch_is_full_batches_and_the_partial_one_is_dropped():
     x, y = images(150)
     model = instantiate(cfg.model).to(memory_format=torch.channels_last)
     opt = instantiate(cfg.optimizer, params=model.parameters())
-    step = Step(model, opt, lambda p, steps: make_scheduler(cfg.scheduler, instantiate(cfg.optimizer, params=p), 2, steps),
-                x, y, cfg.augment, torch.Generator(), False, 64, 2)
+    step = Step(model, opt, schedule(cfg, 2), x, y, cfg.augment, torch.Generator(), False, 64, 2)
     assert step.steps == 2 and len(step.lrs) == 2 * 2   # the schedule spans the steps that run, not ceil(150 / 64)
     perm = torch.randperm(150)
     step.start_epoch(perm)
@@ -133,8 +135,7 @@ def test_a_step_is_a_step_of_the_plain_loop(optimizer):
             plain.append(loss.item())
 
     model2, opt2, g2 = start()
-    step = Step(model2, opt2, lambda p, n: make_scheduler(cfg.scheduler, instantiate(cfg.optimizer, params=p), epochs, n),
-                x, y, cfg.augment, g2, False, batch, epochs)
+    step = Step(model2, opt2, schedule(cfg, epochs), x, y, cfg.augment, g2, False, batch, epochs)
     mine = []
     for epoch in range(epochs):
         step.start_epoch(torch.randperm(len(y), generator=g2))
@@ -195,8 +196,7 @@ def test_capture_undoes_the_warm_up_and_reseeds(fake_cuda, monkeypatch):
     g = torch.Generator().manual_seed(5)
     calls = []
     monkeypatch.setattr(Step, "__call__", lambda self, real=Step.__call__: (calls.append(1), real(self)))
-    step = capture(model, instantiate(cfg.optimizer, params=model.parameters()),
-                   lambda p, steps: make_scheduler(cfg.scheduler, instantiate(cfg.optimizer, params=p), 1, steps),
+    step = capture(model, instantiate(cfg.optimizer, params=model.parameters()), schedule(cfg, 1),
                    x, y, cfg.augment, g, False, 64, 1, 7)
     assert len(calls) == WARMUP_STEPS + 1 and step.graph.generators == [g]
     for k, v in model.state_dict().items():
@@ -212,8 +212,7 @@ def test_a_failed_capture_says_so_in_one_line_and_returns_none(fake_cuda, caplog
     model = instantiate(cfg.model)
     fake_cuda["fail"] = "CUDA error: operation not permitted when stream is capturing\nmore detail"
     with caplog.at_level(logging.WARNING):
-        step = capture(model, instantiate(cfg.optimizer, params=model.parameters()),
-                       lambda p, steps: make_scheduler(cfg.scheduler, instantiate(cfg.optimizer, params=p), 1, steps),
+        step = capture(model, instantiate(cfg.optimizer, params=model.parameters()), schedule(cfg, 1),
                        x, y, cfg.augment, torch.Generator(), False, 64, 1, 0)
     assert step is None
     [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
