@@ -25,7 +25,7 @@ from omegaconf import ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweeper import metrics as mx
-from sweeper import results, space as sp, worker
+from sweeper import mps, results, space as sp, worker
 from sweeper.ledger import Ledger, alive
 from sweeper.study import StudyError, absolute_url, check_identity, make_study
 
@@ -43,7 +43,7 @@ class SweepError(Exception):
 class OptunaSweep:
     def __init__(self, sampler, pruner, direction, study_name, storage, n_trials, n_jobs, max_failure_rate,
                  params, custom_search_space, objectives, stop_after_hits, require_target, accept_changes,
-                 prune_guard, confirm_seeds):
+                 prune_guard, confirm_seeds, cuda_mps):
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.directions = list(direction) if isinstance(direction, (list, tuple, ListConfig)) else [direction]
         self.study_name, self.storage, self.n_trials, self.n_jobs = study_name, storage, n_trials, n_jobs
@@ -58,6 +58,8 @@ class OptunaSweep:
         _check(isinstance(confirm_seeds, int) and confirm_seeds >= 0, "confirm_seeds", confirm_seeds,
                "an integer >= 0")
         self.confirm_seeds = confirm_seeds
+        _check(cuda_mps == "auto" or isinstance(cuda_mps, bool), "cuda_mps", cuda_mps, "auto, true or false")
+        self.cuda_mps = cuda_mps
         for d in self.directions:
             _check(d in ("minimize", "maximize"), "direction", d, "minimize or maximize, or a list of them")
         _check(isinstance(n_trials, int) and n_trials > 0, "n_trials", n_trials, "an integer > 0")
@@ -112,15 +114,17 @@ class OptunaSweep:
         log.info(f"study {study.study_name!r} in {self.storage_url or 'memory'}: {len(ledger.finished())} of "
                  f"{self.n_trials} trials done; {self.n_jobs} at a time; trial dirs under {self.sweep_dir}")
         try:
-            if self.n_jobs == 1:
-                self.work(study)
-            else:
-                threads = [threading.Thread(target=self.work, args=(study,), daemon=True) for _ in range(self.n_jobs)]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    while t.is_alive():
-                        t.join(0.5)  # short joins keep the main thread responsive to Ctrl-C
+            with mps.daemon(self.cuda_mps, self.sweep_dir, self.n_jobs, OmegaConf.select(self.config, "device")):
+                if self.n_jobs == 1:
+                    self.work(study)
+                else:
+                    threads = [threading.Thread(target=self.work, args=(study,), daemon=True)
+                               for _ in range(self.n_jobs)]
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        while t.is_alive():
+                            t.join(0.5)  # short joins keep the main thread responsive to Ctrl-C
             if ledger.stop_reason == "interrupted":
                 raise KeyboardInterrupt
         except KeyboardInterrupt:

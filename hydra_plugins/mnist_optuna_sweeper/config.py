@@ -101,6 +101,8 @@ class OptunaSweeperConf:
     accept_changes: bool = False         # resume a stored study although its search space or fixed overrides differ
     prune_guard: Optional[float] = None  # a trial whose latest reported value is at or beyond this is never pruned
     confirm_seeds: int = 0               # a hit runs again on seeds +1 ... +K and counts only if every run hits
+    cuda_mps: Any = "auto"               # auto | true | false: trial processes share a GPU through CUDA MPS (auto:
+                                         # n_jobs > 1 and the trials use CUDA); sweeper/mps.py
 
 
 SAMPLERS = dict(tpe=TPESamplerConf, random=RandomSamplerConf, cmaes=CmaEsSamplerConf, nsgaii=NSGAIISamplerConf,
