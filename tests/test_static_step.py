@@ -89,6 +89,17 @@ def images(n, seed=0):
     return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
+@pytest.mark.parametrize("option", ["affine", "seed", "rotate"])
+def test_the_inverse_by_factors_is_torch_linalgs(option):
+    """CUDA inverts the augmentation's affine factor by factor (a CUDA graph may not capture torch.linalg's LU)."""
+    aug = make_cfg(f"augment={option}").augment
+    x, _ = images(256)
+    by_linalg = data.augment(x, aug, torch.Generator().manual_seed(3), by_factors=False)
+    by_factors = data.augment(x, aug, torch.Generator().manual_seed(3), by_factors=True)
+    torch.testing.assert_close(by_factors, by_linalg, rtol=0, atol=1e-4)
+    assert torch.equal(data.augment(x, aug, torch.Generator().manual_seed(3)), by_linalg)   # the CPU's default
+
+
 def test_an_epoch_is_full_batches_and_the_partial_one_is_dropped():
     cfg = make_cfg()
     x, y = images(150)
