@@ -44,9 +44,10 @@ def capture(model, opt, schedule, train_x, train_y, aug, g, bf16, batch_size, ep
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
-            for _ in range(WARMUP_STEPS):
-                step()
+            for _ in range(min(WARMUP_STEPS, len(step.lrs))):   # on a GPU a step past the lr table is a
+                step()                                            # device-side assert, fatal to the process
         torch.cuda.current_stream(device).wait_stream(side)
+        step.k.zero_()   # a capture records without running; run (as the CPU tests fake it), step 0 is in range
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(g)   # the default generator is registered by every capture
         with torch.cuda.graph(graph):

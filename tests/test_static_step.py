@@ -198,9 +198,11 @@ def fake_cuda(monkeypatch):
     return seen
 
 
-def test_capture_undoes_the_warm_up_and_reseeds(fake_cuda, monkeypatch):
+@pytest.mark.parametrize("n,warm_up", [(256, WARMUP_STEPS), (128, 2)])
+def test_capture_undoes_the_warm_up_and_reseeds(fake_cuda, monkeypatch, n, warm_up):
+    """128 images are 2 steps in all: a third warm-up step would read past the lr table."""
     cfg = make_cfg("optimizer=adamw")
-    x, y = images(256)
+    x, y = images(n)
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(memory_format=torch.channels_last)
     seeded = {k: v.clone() for k, v in model.state_dict().items()}
@@ -209,7 +211,7 @@ def test_capture_undoes_the_warm_up_and_reseeds(fake_cuda, monkeypatch):
     monkeypatch.setattr(Step, "__call__", lambda self, real=Step.__call__: (calls.append(1), real(self)))
     step = capture(model, instantiate(cfg.optimizer, params=model.parameters()), schedule(cfg, 1),
                    x, y, cfg.augment, g, False, 64, 1, 7)
-    assert len(calls) == WARMUP_STEPS + 1 and step.graph.generators == [g]
+    assert step is not None and len(calls) == warm_up + 1 and step.graph.generators == [g]
     for k, v in model.state_dict().items():
         assert torch.equal(v, seeded[k]), k   # weights and BatchNorm statistics, num_batches_tracked too
     assert step.k.item() == 0 and all(not t.any() for t in step.opt.exp_avgs + step.opt.exp_avg_sqs)
