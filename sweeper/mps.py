@@ -13,7 +13,7 @@ MPS server their kernels run side by side (8 of them: 219.5k img/s).
 - A daemon already running (an admin's, at $CUDA_MPS_PIPE_DIRECTORY or the default /tmp/nvidia-mps) is used as it
   is and left alone.
 - Otherwise this sweep starts a private one, `nvidia-cuda-mps-control -d` with its pipe and log dirs in
-  <sweep dir>/mps/, and stops it (`echo quit | nvidia-cuda-mps-control`) when the block ends, however it ends:
+  <sweep dir>/mps/ (the pipe dir in /tmp when that path is too long for the daemon's sockets), and stops it (`echo quit | nvidia-cuda-mps-control`) when the block ends, however it ends:
   done, Ctrl-C or a failure. (A sweep killed with SIGKILL leaves it running; the next sweep in that dir reuses it.)
 - If MPS cannot start (no such program, a container that forbids it): one warning line, and the sweep goes on.
 """
@@ -71,7 +71,8 @@ def start(root):
         log.info(f"CUDA MPS: using the daemon already running at {admin}")
         return None
     pipe, logs = (root / "pipe").absolute(), (root / "log").absolute()
-    if len(str(pipe)) > MAX_PIPE_DIR:
+    short = len(str(pipe)) > MAX_PIPE_DIR
+    if short:
         pipe = Path(tempfile.mkdtemp(prefix="sweeper-mps-"))
     pipe.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
@@ -82,6 +83,8 @@ def start(root):
         why = _launch(control, env, pipe)
         if why:
             log.warning(f"CUDA MPS did not start ({why}; see {logs}); trials share the GPU by time-slicing")
+            if short:
+                shutil.rmtree(pipe, ignore_errors=True)
             return None
         log.info(f"CUDA MPS: started a private daemon, pipe dir {pipe}, logs in {logs}")
     saved = {k: os.environ.get(k) for k in (PIPE, LOG)}
@@ -99,6 +102,8 @@ def start(root):
                 log.warning(f"CUDA MPS: quit said {_last_line(r)}; the daemon at {pipe} may still run")
         except (OSError, subprocess.TimeoutExpired) as e:
             log.warning(f"CUDA MPS: quit failed ({e}); the daemon at {pipe} may still run")
+        if short:
+            shutil.rmtree(pipe, ignore_errors=True)
     return stop
 
 

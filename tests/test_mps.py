@@ -6,8 +6,11 @@ pipe file, `get_server_list` answers while it exists, `quit` removes it; every c
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +30,14 @@ echo "$cmd $pipe" >> "$FAKE_MPS_CALLS"
 [[ -e $pipe/control ]] || { echo "Cannot find MPS control daemon process" >&2; exit 1; }
 [[ $cmd != quit ]] || rm "$pipe/control"
 """
+
+
+@pytest.fixture
+def short():
+    """A dir whose path is short enough for the daemon's sockets (pytest's tmp_path under xdist is not)."""
+    root = Path(tempfile.mkdtemp(prefix="mps-test-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -58,10 +69,10 @@ def test_auto_means_several_jobs_on_cuda():
     assert mps.wanted("auto", 8, "auto") == torch.cuda.is_available()
 
 
-def test_a_private_daemon_serves_the_block_and_stops(tmp_path, fake, caplog):
-    pipe, logs = tmp_path / "sweep" / "mps" / "pipe", tmp_path / "sweep" / "mps" / "log"
+def test_a_private_daemon_serves_the_block_and_stops(short, fake, caplog):
+    pipe, logs = short / "sweep" / "mps" / "pipe", short / "sweep" / "mps" / "log"
     with caplog.at_level(logging.INFO, logger="sweeper.mps"):
-        with mps.daemon(True, tmp_path / "sweep", 2, "cuda"):
+        with mps.daemon(True, short / "sweep", 2, "cuda"):
             child = subprocess.run([sys.executable, "-c", f"import os; print(os.environ['{mps.PIPE}'])"],
                                    capture_output=True, text=True, check=True)
             assert child.stdout.strip() == str(pipe) and os.environ[mps.LOG] == str(logs)
@@ -73,11 +84,20 @@ def test_a_private_daemon_serves_the_block_and_stops(tmp_path, fake, caplog):
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
-def test_it_stops_after_ctrl_c_or_a_failure(tmp_path, fake, error):
+def test_it_stops_after_ctrl_c_or_a_failure(short, fake, error):
     with pytest.raises(error):
-        with mps.daemon(True, tmp_path / "sweep", 2, "cuda"):
+        with mps.daemon(True, short / "sweep", 2, "cuda"):
             raise error()
-    assert fake()[-1] == f"quit {tmp_path / 'sweep' / 'mps' / 'pipe'}" and mps.PIPE not in os.environ
+    assert fake()[-1] == f"quit {short / 'sweep' / 'mps' / 'pipe'}" and mps.PIPE not in os.environ
+
+
+def test_a_pipe_path_too_long_for_a_socket_moves_to_tmp(tmp_path, fake, monkeypatch):
+    monkeypatch.setattr(mps, "MAX_PIPE_DIR", 10)
+    with mps.daemon(True, tmp_path / "sweep", 2, "cuda"):
+        pipe = Path(os.environ[mps.PIPE])
+        assert pipe.name.startswith("sweeper-mps-") and (pipe / "control").exists()
+        assert os.environ[mps.LOG] == str(tmp_path / "sweep" / "mps" / "log")
+    assert fake()[-1] == f"quit {pipe}" and not pipe.exists()
 
 
 def test_when_it_cannot_start_one_warning_and_the_block_runs(tmp_path, fake, monkeypatch, caplog):
@@ -113,11 +133,11 @@ def test_a_running_admin_daemon_is_used_and_left_alone(tmp_path, fake, monkeypat
 
 
 @pytest.mark.slow
-def test_a_sweep_runs_its_trials_under_its_daemon_and_stops_it(tmp_path, fake):
+def test_a_sweep_runs_its_trials_under_its_daemon_and_stops_it(short, fake):
     """The plain app (no `device` key), cuda_mps=true, two worker processes: each trial got the private pipe dir."""
-    r = ok(run(tmp_path, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "hydra.sweeper.cuda_mps=true"))
-    pipe = tmp_path / "sweep" / "mps" / "pipe"
-    seen = [json.loads((tmp_path / f"ran-{n}.json").read_text())["mps"] for n in range(3)]
+    r = ok(run(short, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "hydra.sweeper.cuda_mps=true"))
+    pipe = short / "sweep" / "mps" / "pipe"
+    seen = [json.loads((short / f"ran-{n}.json").read_text())["mps"] for n in range(3)]
     assert seen == [str(pipe)] * 3
     assert fake()[0].startswith(f"start {pipe}") and fake()[-1] == f"quit {pipe}" and not (pipe / "control").exists()
     assert "CUDA MPS" in r.stderr + r.stdout
