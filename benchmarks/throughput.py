@@ -1,6 +1,6 @@
 """Training throughput, images per second: the seed's input pipeline against ours, same model, same images.
 
-    python benchmarks/throughput.py [--images 20000] [--device auto|cpu|cuda] [--data-root DIR]
+    python benchmarks/throughput.py [--images 20000] [--device auto|cpu|cuda] [--data-root DIR] [--set KEY=VALUE ...]
 
 Measured: see README's performance section.
 
@@ -13,6 +13,8 @@ Two timed passes over the same N training images (the seed's rounded up to whole
         images, so ours img/s is slightly conservative.
 Both train the reference model (8,780 params) built from the default config. The seed runs first because
 `train()` calls torch.set_num_threads(1), which would otherwise change the seed's thread count.
+`--set` adds config overrides (e.g. trainer.cuda_graph=false for the eager step on CUDA). With a CUDA graph `ours`
+trains full batches only (the last partial one is dropped), and counts only the images it trained.
 The last line printed is one JSON object; gpu_check.sh keeps it.
 """
 import argparse
@@ -102,7 +104,8 @@ def ours(cfg, images):
                                               "test_subset": 100}})
         train(warm, os.path.join(tmp, "warmup"))
         metrics = train(cfg, os.path.join(tmp, "run"))
-    return images, metrics["epochs"][0]["seconds"]
+    batch = cfg.trainer.batch_size
+    return (images // batch * batch if metrics["cuda_graph"] else images), metrics["epochs"][0]["seconds"]
 
 
 def main():
@@ -110,6 +113,7 @@ def main():
     p.add_argument("--images", type=int, default=20000, help="training images per pipeline (at most 60000)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data-root", help="folder holding MNIST/raw/ (default: the config's, $MNIST_ROOT or data)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override (repeatable)")
     p.add_argument("--ours-only", action="store_true", help=argparse.SUPPRESS)  # one of the two concurrent runs
     args = p.parse_args()
     if not 0 < args.images <= 60000:
@@ -121,6 +125,7 @@ def main():
                  f"device={device.type}"]
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
+    overrides += args.set
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
 
@@ -136,7 +141,8 @@ def main():
     if device.type == "cpu" and (os.cpu_count() or 1) >= 2:
         # a sweep with n_jobs=2 runs two 1-thread trials at once: their summed rate is what the two cores deliver
         cmd = [sys.executable, os.path.abspath(__file__), "--ours-only", f"--images={args.images}",
-               f"--device={device.type}"] + ([f"--data-root={args.data_root}"] if args.data_root else [])
+               f"--device={device.type}"] + ([f"--data-root={args.data_root}"] if args.data_root else []) + \
+            [f"--set={o}" for o in args.set]
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
         runs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
         rows.append(("ours x2", 1, cfg.trainer.batch_size, 2 * args.images,

@@ -46,6 +46,7 @@ def check_config(cfg, swept=()):
         ("trainer.batch_size", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
         ("trainer.threads", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
         ("trainer.compile", lambda v: isinstance(v, bool), "must be true or false"),
+        ("trainer.cuda_graph", lambda v: v == "auto" or isinstance(v, bool), "must be auto, true or false"),
         ("trainer.precision", lambda v: v in ("auto", "fp32", "bf16"), "must be one of auto, fp32, bf16"),
         ("data.root", lambda v: isinstance(v, str) and v != "", "must be a folder path"),
         ("data.download", lambda v: isinstance(v, bool), "must be true or false"),

@@ -87,11 +87,12 @@ def _uniform(n, lo, hi, g, device):
     return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
 
 
-def augment(x, aug, g):
+def augment(x, aug, g, by_factors=None):
     """Random affine per sample, as torchvision's RandomRotation(pre_rotate) then RandomAffine(...), fill 0.
 
     `x` is uint8 [B, 1, H, W]; returns normalised float. Works in pixel units, then maps to the
-    [-1, 1] grid that `affine_grid` expects (square images, align_corners=False).
+    [-1, 1] grid that `affine_grid` expects (square images, align_corners=False). `by_factors` (default: on CUDA)
+    inverts the map factor by factor instead of with torch.linalg; the two agree to float rounding.
     """
     if not (aug.pre_rotate or aug.degrees or aug.translate or aug.shear or aug.scale[0] != 1 or aug.scale[1] != 1):
         return normalize(x)
@@ -115,9 +116,17 @@ def augment(x, aug, g):
     r = mat(rot.cos(), -rot.sin(), tx, rot.sin(), rot.cos(), ty)
     sh = mat(one, -shear.tan(), zero, zero, one, zero)
     s = mat(scale, zero, zero, zero, scale, zero)
-    m = r @ sh @ s @ r_pre
     # grid_sample pulls pixels: output coordinate -> input coordinate is the inverse map
-    theta = torch.linalg.inv_ex(m)[0][:, :2]  # inv_ex skips the error check, which would sync a GPU every batch
+    if x.is_cuda if by_factors is None else by_factors:
+        # the factors' inverses in reverse order: on CUDA torch.linalg's batched inverse is an LU in MAGMA or
+        # cuSOLVER, which a CUDA graph may fail to capture (pytorch#96632). The CPU keeps inv_ex and its numbers.
+        c, sn = rot.cos(), rot.sin()
+        m_inv = (mat(pre.cos(), pre.sin(), zero, -pre.sin(), pre.cos(), zero)
+                 @ mat(1 / scale, zero, zero, zero, 1 / scale, zero) @ mat(one, shear.tan(), zero, zero, one, zero)
+                 @ mat(c, sn, -(c * tx + sn * ty), -sn, c, sn * tx - c * ty))
+    else:
+        m_inv = torch.linalg.inv_ex(r @ sh @ s @ r_pre)[0]  # inv_ex skips the error check, which would sync a GPU
+    theta = m_inv[:, :2]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return (out / 255.0 - MEAN) / STD

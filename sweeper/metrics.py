@@ -20,7 +20,7 @@ NUMBERS = ["params", "final_test_acc", "best_test_acc", "first_epoch_at_target",
 
 def new(seed, overrides, budget):
     """The metrics.json of a trial that has not run yet: `status: failed` until it ends otherwise."""
-    return dict(params=None, status="failed", reason=None, seed=seed, device=None, precision=None,
+    return dict(params=None, status="failed", reason=None, seed=seed, device=None, precision=None, cuda_graph=None,
                 overrides=list(overrides), budget=dict(budget), epochs=[], best_test_acc=None, final_test_acc=None,
                 first_epoch_at_target=None, started_at=round(time.time(), 3), ended_at=None, wall_seconds=None)
 

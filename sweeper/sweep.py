@@ -27,7 +27,7 @@ from omegaconf import ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweeper import metrics as mx
-from sweeper import launchers, results, space as sp, worker
+from sweeper import launchers, mps, results, space as sp, worker
 from sweeper.heartbeat import Heartbeat
 from sweeper.ledger import Ledger
 from sweeper.outcome import outcome
@@ -47,7 +47,7 @@ class SweepError(Exception):
 class OptunaSweep:
     def __init__(self, sampler, pruner, direction, study_name, storage, n_trials, n_jobs, max_failure_rate,
                  params, custom_search_space, objectives, stop_after_hits, require_target, accept_changes,
-                 prune_guard, confirm_seeds, heartbeat_interval, grace_period):
+                 prune_guard, confirm_seeds, heartbeat_interval, grace_period, cuda_mps):
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.directions = list(direction) if isinstance(direction, (list, tuple, ListConfig)) else [direction]
         self.study_name, self.storage, self.n_trials, self.n_jobs = study_name, storage, n_trials, n_jobs
@@ -66,6 +66,8 @@ class OptunaSweep:
             _check(value is None or isinstance(value, int) and value > 0, key, value, "a whole number of seconds > 0, "
                    "or null")
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        _check(cuda_mps == "auto" or isinstance(cuda_mps, bool), "cuda_mps", cuda_mps, "auto, true or false")
+        self.cuda_mps = cuda_mps
         for d in self.directions:
             _check(d in ("minimize", "maximize"), "direction", d, "minimize or maximize, or a list of them")
         _check(isinstance(n_trials, int) and n_trials > 0, "n_trials", n_trials, "an integer > 0")
@@ -124,7 +126,8 @@ class OptunaSweep:
         if not self.basic and self.n_jobs > 1:
             launchers.warm_up(self.launcher)
         try:
-            with Heartbeat(study._storage, self.heartbeat_interval) if beats else contextlib.nullcontext() as hb:
+            with mps.daemon(self.cuda_mps, self.sweep_dir, self.n_jobs, OmegaConf.select(self.config, "device")), \
+                    Heartbeat(study._storage, self.heartbeat_interval) if beats else contextlib.nullcontext() as hb:
                 self.heartbeat = hb
                 self.slots(study)
             if ledger.stop_reason == "interrupted":

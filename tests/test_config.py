@@ -96,6 +96,7 @@ def test_augment_moves_pixels_but_keeps_the_digit():
     ("optimizer.lr=0", "optimizer.lr"), ("optimizer.lr=nan", "optimizer.lr"), ("optimizer.lr=abc", "optimizer.lr"),
     ("trainer.batch_size=-1", "trainer.batch_size"), ("augment.scale=[1.2,0.8]", "augment.scale"),
     ("trainer.precision=fp16", "trainer.precision"), ("trainer.compile=yes", "trainer.compile"),
+    ("trainer.cuda_graph=maybe", "trainer.cuda_graph"),
     ("scheduler=step", None),
 ])
 def test_check_config(override, key):

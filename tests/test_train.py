@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from sweeper.train import Rejected, TrialFailed, train
+from sweeper.train import ConfigError, Rejected, TrialFailed, train
 
 EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
 
@@ -21,6 +21,7 @@ def test_tiny_run_learns_and_writes_schema(tiny, tmp_path):
     assert isinstance(on_disk["params"], int) and 3000 < on_disk["params"] < 20000
     assert on_disk["seed"] == 0 and on_disk["device"] == "cpu" and on_disk["overrides"] == ["trainer.epochs=2"]
     assert on_disk["precision"] in ("fp32", "bf16")
+    assert on_disk["cuda_graph"] is False   # the CPU path never captures
     assert [e["epoch"] for e in on_disk["epochs"]] == [1, 2]
     for e in on_disk["epochs"]:
         assert set(e) == EPOCH_KEYS
@@ -66,3 +67,8 @@ def test_non_finite_loss_fails_at_its_step(tiny, tmp_path):
         train(tiny("optimizer.lr=1e20", "scheduler=none", "optimizer.nesterov=false"), str(tmp_path))
     m = read(tmp_path)
     assert m["status"] == "failed" and "epoch 1, step" in m["reason"] and m["epochs"] == []
+
+
+def test_cuda_graph_true_needs_cuda(tiny, tmp_path):
+    with pytest.raises(ConfigError, match=r"^trainer.cuda_graph=True is not allowed: true needs device=cuda"):
+        train(tiny("device=cpu", "trainer.cuda_graph=true"), str(tmp_path))

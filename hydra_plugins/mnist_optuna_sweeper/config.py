@@ -105,6 +105,8 @@ class OptunaSweeperConf:
     # (null: twice the interval) is failed and re-queued by any sweep on the study, on any host. null: no beats
     heartbeat_interval: Optional[int] = 60
     grace_period: Optional[int] = None
+    cuda_mps: Any = "auto"               # auto | true | false: trial processes share a GPU through CUDA MPS (auto:
+                                         # n_jobs > 1 and the trials use CUDA); sweeper/mps.py
 
 
 SAMPLERS = dict(tpe=TPESamplerConf, random=RandomSamplerConf, cmaes=CmaEsSamplerConf, nsgaii=NSGAIISamplerConf,

@@ -5,7 +5,8 @@
 It returns x**2 + y**2 + len(name) (or two objectives), can report steps for pruning, fail on purpose, and
 records what it ran with: the config in `{out}/seen-{job num}.yaml` (`seen.yaml` in the working dir with
 chdir_probe=true, which `hydra.job.chdir=True` makes the job dir) and its own start and end times in
-`{out}/ran-{job num}.json`, so tests measure when jobs really ran, not when the sweeper asked for them.
+`{out}/ran-{job num}.json` (with the CUDA MPS pipe dir it was given, if any), so tests measure when jobs really
+ran, not when the sweeper asked for them.
 """
 import json
 import os
@@ -26,7 +27,7 @@ def main(cfg):
     OmegaConf.save(cfg, "seen.yaml" if cfg.chdir_probe else f"{cfg.out}/seen-{num}.yaml")
     time.sleep(float(cfg.sleep))
     with open(f"{cfg.out}/ran-{num}.json", "w") as f:
-        json.dump(dict(start=start, end=time.time(), pid=os.getpid()), f)
+        json.dump(dict(start=start, end=time.time(), pid=os.getpid(), mps=os.environ.get("CUDA_MPS_PIPE_DIRECTORY")), f)
     if cfg.fail_from is not None and cfg.x >= cfg.fail_from:
         raise ValueError(f"x={cfg.x} is too big")
     value = cfg.x ** 2 + cfg.y ** 2 + len(cfg.name)
