@@ -1,6 +1,6 @@
 """Trials per hour of tiny MNIST trials when sweeps scale out (issue 11).
 
-    MNIST_ROOT=../shared/data python benchmarks/scale_out.py [--trials 12] [--storage postgresql+psycopg://...]
+    MNIST_ROOT=../shared/data python benchmarks/scale_out.py [--trials 40] [--storage postgresql+psycopg://...]
 
 Four runs of the same tiny sweep (2,000 training images, 500 test images, 1 epoch, random widths and learning
 rates), each on a fresh PostgreSQL database:
@@ -54,7 +54,7 @@ def measure(cmds, n_trials, url):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=12, help="trials per run (default 12)")
+    ap.add_argument("--trials", type=int, default=40, help="trials per run (default 40)")
     ap.add_argument("--storage", help="a PostgreSQL server's base URL, postgresql+psycopg://user@host:port")
     ap.add_argument("--out", default=str(ROOT / "outputs" / "scale_out"), help="sweep dirs go here")
     args = ap.parse_args()
