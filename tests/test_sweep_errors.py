@@ -1,6 +1,5 @@
 """What a user sees when a sweep goes wrong: one line, the right exit code, no traceback, nothing lost."""
 import subprocess
-import sys
 
 import pytest
 
@@ -41,3 +40,11 @@ def test_an_objective_the_metrics_lack_fails_the_trial_with_one_line(tmp_path):
     assert [t["state"] for t in table] == ["FAIL", "FAIL"]
     assert all("metrics.json has no number for hydra.sweeper.objectives ['val_loss']" in t["reason"] for t in table)
     assert "Traceback" not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("setting", ["hydra.sweeper.heartbeat_interval=0", "hydra.sweeper.grace_period=-5"])
+def test_bad_heartbeat_settings_are_one_line_before_any_trial(tmp_path, setting):
+    r = run(tmp_path, setting)
+    [line] = error_lines(r)
+    assert r.returncode == 2 and line.startswith(f"error: {setting.split('=')[0]}=") and "whole number of seconds" in line
+    assert not list(tmp_path.glob("seen-*.yaml"))   # no trial ran
