@@ -78,7 +78,7 @@ class OptunaSweep:
                    f"one metrics.json field per direction {self.directions}")
         self.lock = threading.Lock()
         self.last_failure = None
-        self.heartbeat = None
+        self.heartbeat, self.waiting = None, False
 
     def setup(self, *, hydra_context, task_function, config):
         self.hydra_context, self.config = hydra_context, config
@@ -169,6 +169,9 @@ class OptunaSweep:
                 if not (others and self.heartbeat):
                     return
                 # the last trials run in other sweeps: if one of them dies, its trial goes stale and runs here
+                if not self.waiting:
+                    log.info(f"waiting for {len(others)} trial(s) of other sweeps to end")
+                    self.waiting = True
                 time.sleep(min(self.heartbeat_interval, 5))
                 continue
             if self.heartbeat:
