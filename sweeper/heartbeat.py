@@ -8,6 +8,7 @@ import logging
 import threading
 
 log = logging.getLogger(__name__)
+BEATS = "heartbeat_interval"   # user_attr of a trial that has had its first heartbeat
 
 
 class Heartbeat:
@@ -31,6 +32,8 @@ class Heartbeat:
         with self.lock:
             self.trials[trial._trial_id] = trial.number
         self.beat(trial._trial_id)
+        # only now can it go stale, so other sweeps may wait for it to end (Ledger.others_beating)
+        trial.set_user_attr(BEATS, self.interval)
 
     def discard(self, trial):
         with self.lock:

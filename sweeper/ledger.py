@@ -22,6 +22,8 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
+from sweeper.heartbeat import BEATS
+
 WORKER = f"{socket.gethostname()}:{os.getpid()}"   # which sweep process runs a trial (user_attrs["worker"])
 ASKS = 20   # duplicate proposals in a row before the search space is taken as exhausted
 
@@ -102,8 +104,11 @@ class Ledger:
         trials = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         return [t for t in trials if not mine or t.user_attrs.get("worker") == self.worker]
 
-    def others_running(self):
-        return [t for t in self.running() if t.user_attrs.get("worker") != self.worker]
+    def others_beating(self):
+        """Running trials of other sweeps that have had a heartbeat: each of them ends, or goes stale and is
+        re-queued. (A trial with none, from a sweep without heartbeats, may stay RUNNING for good.)"""
+        return [t for t in self.running() if t.user_attrs.get("worker") != self.worker
+                and t.user_attrs.get(BEATS)]
 
     def recover(self):
         """Fail and re-queue the trials of sweeps that are gone: dead pids on this host, stale heartbeats anywhere."""

@@ -164,7 +164,7 @@ class OptunaSweep:
         while True:
             with self.lock:
                 trial = self.ledger.ask(self.space)
-                others = self.ledger.others_running() if trial is None and not self.ledger.stop_reason else []
+                others = self.ledger.others_beating() if trial is None and not self.ledger.stop_reason else []
             if trial is None:
                 if not (others and self.heartbeat):
                     return

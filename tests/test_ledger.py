@@ -241,3 +241,35 @@ def test_extend_is_called_with_each_asked_trial():
     assert seen == numbers(asked) == [0, 1, 2]
     assert all(set(t.params) == {"lr", "model.depth"} and 2 <= t.params["model.depth"] <= 5
                for t in ledger.finished())
+
+
+def test_others_beating_are_other_sweeps_trials_that_had_a_heartbeat():
+    from sweeper.heartbeat import BEATS
+    study = random_study()
+    me, other = Ledger(study, 10, worker="host:1"), Ledger(study, 10, worker="host:2")
+    mine = me.ask(SPACE)
+    other.ask(SPACE)                  # silent: never had a heartbeat
+    beating = other.ask(SPACE)
+    mine.set_user_attr(BEATS, 60)
+    beating.set_user_attr(BEATS, 60)
+    # a trial from a sweep without heartbeats may stay RUNNING for good: waiting on it could never end
+    assert numbers(me.others_beating()) == [beating.number]
+
+
+def test_a_trial_whose_heartbeat_went_stale_is_failed_requeued_and_no_longer_counted(tmp_path):
+    import time
+    from sweeper.study import open_storage
+    storage = open_storage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    ledger = Ledger(study, 2, worker="elsewhere:1")   # another host: the pid check cannot see it
+    stale = ledger.ask(SPACE)
+    storage.record_heartbeat(stale._trial_id)
+    ledger.recover()
+    assert study.trials[stale.number].state == TrialState.RUNNING   # within its grace period
+    time.sleep(2.5)
+    ledger.recover()
+    assert study.trials[stale.number].state == TrialState.FAIL
+    [waiting] = study.get_trials(states=(TrialState.WAITING,))
+    assert waiting.user_attrs["requeued_from"] == stale.number
+    assert ledger.counted() == []                                  # neither the failed trial nor its queued re-run
+    assert ledger.ask(SPACE).params == stale.params
