@@ -53,7 +53,9 @@ class Ledger:
         if self.stop_reason or len(self.counted()) >= self.n_trials:
             return None
         for _ in range(ASKS):
-            trial = self.study.ask(space)
+            with warnings.catch_warnings():   # the sweep beats for its asked trials itself (sweeper/heartbeat.py)
+                warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+                trial = self.study.ask(space)
             if self.extend is not None:
                 self.extend(trial)
             trial.set_user_attr("worker", self.worker)
