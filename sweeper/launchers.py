@@ -11,12 +11,11 @@ from hydra.core.plugins import Plugins
 
 
 def make(hydra_context, task_function, config):
-    launcher = Plugins.instance().instantiate_launcher(
-        hydra_context=hydra_context, task_function=task_function, config=config)
-    if type(launcher).__name__ != "BasicLauncher":   # it may pickle the task: give it one that pickles
-        launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=importable(task_function), config=config)
-    return launcher
+    basic = str(config.hydra.launcher._target_).endswith(".BasicLauncher")
+    # any other launcher may pickle the task: give it one that pickles
+    return Plugins.instance().instantiate_launcher(
+        hydra_context=hydra_context, task_function=task_function if basic else importable(task_function),
+        config=config)
 
 
 def importable(task_function):
