@@ -16,7 +16,8 @@ really trained; its effects (weights, BatchNorm statistics, optimizer state, ste
 undone afterwards, so replay 1 starts where eager step 1 would.
 
 RNG: dropout draws from the default CUDA generator, which every capture registers; the augmentation's generator
-`g` is registered too. A replay reads each generator's seed and offset when it starts and advances the offset by
+`g` is registered too (by torch itself from 2.14 on, which registers every generator a capture uses and warns
+that `register_generator_state` is deprecated; older torch needs the call). A replay reads each generator's seed and offset when it starts and advances the offset by
 what the captured step used, so replay k draws what eager step k would, and re-seeding after the capture is safe.
 
 If anything fails (an op that syncs or allocates outside the caching allocator, an optimizer without a
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 WARMUP_STEPS = 3   # torch's documented whole-network example warms up with 3
 
 
+def registers_generators_itself(version=torch.__version__):
+    """torch >= 2.14 registers each generator a capture draws from, lazily; before, only the default one."""
+    major, minor = (int(p) for p in version.split("+")[0].split(".")[:2])
+    return (major, minor) >= (2, 14)
+
+
 def capture(model, opt, schedule, train_x, train_y, aug, g, bf16, batch_size, epochs, seed):
     """The Step with its captured graph, ready to replay from step 0; None when capture failed (logged)."""
     device = train_x.device
@@ -49,7 +56,8 @@ def capture(model, opt, schedule, train_x, train_y, aug, g, bf16, batch_size, ep
         torch.cuda.current_stream(device).wait_stream(side)
         step.k.zero_()   # a capture records without running; run (as the CPU tests fake it), step 0 is in range
         graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(g)   # the default generator is registered by every capture
+        if not registers_generators_itself():
+            graph.register_generator_state(g)   # the default generator is registered by every capture
         with torch.cuda.graph(graph):
             step()
     except Exception as e:  # whatever broke, the trial can still train eagerly

@@ -77,25 +77,31 @@ class Ledger:
         """Ask for no more trials; the first reason given is the one reported."""
         self.stop_reason = self.stop_reason or reason
 
-    def tell(self, trial, values=None, state=None):
+    def tell(self, trial, values=None, state=None, attrs=None, constraints=None):
+        """Record how `trial` ended: its user attrs and constraints, then its values or state. Returns False when
+        the result came too late to count (the trial was already finished elsewhere)."""
         try:
+            for key, value in (attrs or {}).items():
+                trial.set_user_attr(key, value)
+            for name, value in (constraints or {}).items():
+                trial.set_constraint(name, value)
             self.study.tell(trial, values, state=state)
         except optuna.exceptions.UpdateFinishedTrialError:
             # another sweep found no heartbeat from this one within the grace period, failed the trial and
             # re-queued it: that re-run is the one that counts
             log.warning(f"trial {trial.number} was failed by another sweep (no heartbeat from here within the grace "
                         f"period) and re-queued; this run's result is dropped")
+            return False
         except RuntimeError as e:
             # GridSampler calls study.stop() once every grid point has run: outside study.optimize that raises
             if "Study.stop" not in str(e):
                 raise
             self.stop("every point of the grid has been tried")
+        return True
 
     def uncount(self, trial, reason):
         """Close a trial as FAIL without using up one of n_trials."""
-        trial.set_user_attr("uncounted", True)
-        trial.set_user_attr("reason", reason)
-        self.tell(trial, state=TrialState.FAIL)
+        self.tell(trial, state=TrialState.FAIL, attrs=dict(uncounted=True, reason=reason))
 
     def requeue(self, frozen, reason):
         """Close an interrupted trial (uncounted) and queue its params to run again."""

@@ -9,6 +9,7 @@ import time
 import warnings
 
 import optuna
+import sqlalchemy.exc
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
@@ -42,35 +43,72 @@ def open_storage(storage, heartbeat_interval=None, grace_period=None):
     return optuna.storages.JournalStorage(JournalFileBackend(storage))
 
 
+# what another sweep opening the same storage at this moment, or a database that is restarting, can raise: it may
+# go through on a later try. Anything else (a grid sampler given interval(), a bad URL) is told at once.
+RETRIED = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+           optuna.exceptions.DuplicatedStudyError)
+RETRY_DELAYS = (0.5, 1.5, 2.5, 3.5)   # seconds before each try after the first
+
+
 def make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space, heartbeat=(None, None)):
-    """heartbeat: (interval, grace period) in seconds, for an RDB storage."""
-    for attempt in range(5):
-        try:
-            return _make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space, heartbeat)
-        except StudyError:
-            raise
-        except Exception as e:  # another sweep creating the same storage tables or study at this moment
-            if attempt == 4:
-                raise StudyError(f"hydra.sweeper.storage={storage_url!r} cannot be opened: "
-                                 f"{str(e).strip().splitlines()[0]}") from None
-            time.sleep(0.5 + attempt)
-
-
-def _make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space, heartbeat):
-    storage = open_storage(storage_url, *heartbeat)
+    """heartbeat: (interval, grace period) in seconds, for an RDB storage. Raises StudyError or space.SpaceError."""
+    _check_folder(storage_url)
+    storage = _retried(storage_url, lambda: open_storage(storage_url, *heartbeat))
     seen = 0
-    if storage is not None and name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-        seen = len(optuna.load_study(study_name=name, storage=storage).trials)
+    if storage is not None:
+        seen = _retried(storage_url, lambda: _trials_seen(storage, name))
+    sampler_cfg = OmegaConf.to_container(sampler_cfg) if OmegaConf.is_config(sampler_cfg) else dict(sampler_cfg)
     kwargs = {}
     if get_method(sampler_cfg["_target_"]) is optuna.samplers.GridSampler:
-        kwargs["search_space"] = sp.grid(space)
-    sampler_cfg = OmegaConf.to_container(sampler_cfg) if OmegaConf.is_config(sampler_cfg) else dict(sampler_cfg)
+        kwargs["search_space"] = sp.grid(space)   # SpaceError naming a param that has no grid
     if sampler_cfg.get("seed") is not None:
         # a resumed study would otherwise replay the first run's random proposals
         sampler_cfg["seed"] += seen
-    return optuna.create_study(storage=storage, sampler=instantiate(sampler_cfg, **kwargs),
-                               pruner=instantiate(pruner_cfg), study_name=name, directions=directions,
-                               load_if_exists=True)
+    sampler, pruner = _build("sampler", sampler_cfg, **kwargs), _build("pruner", pruner_cfg)
+    return _retried(storage_url, lambda: optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
+                                                             study_name=name, directions=directions,
+                                                             load_if_exists=True))
+
+
+def _build(key, cfg, **kwargs):
+    try:
+        return instantiate(cfg, **kwargs)
+    except Exception as e:
+        cause = e.__cause__ or e   # Hydra's InstantiationException wraps what the class said
+        raise StudyError(f"hydra.sweeper.{key} cannot be built: {_first_line(cause)}") from None
+
+
+def _trials_seen(storage, name):
+    if name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        return 0
+    return len(optuna.load_study(study_name=name, storage=storage).trials)
+
+
+def _retried(storage_url, call):
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            return call()
+        except RETRIED as e:
+            if delay is None:
+                raise StudyError(f"hydra.sweeper.storage={storage_url!r} cannot be opened: {_first_line(e)}") from None
+            time.sleep(delay)
+        except Exception as e:
+            raise StudyError(f"hydra.sweeper.storage={storage_url!r} cannot be opened: {_first_line(e)}") from None
+
+
+def _check_folder(storage_url):
+    """An SQLite file or journal in a folder that does not exist: no retry can cure it."""
+    if storage_url is None or "://" in storage_url and not storage_url.startswith("sqlite:///"):
+        return
+    path = storage_url[len("sqlite:///"):] if storage_url.startswith("sqlite:///") else storage_url
+    folder = os.path.dirname(os.path.abspath(path))
+    if path and ":memory:" not in path and not os.path.isdir(folder):
+        raise StudyError(f"hydra.sweeper.storage={storage_url!r} cannot be opened: the folder {folder} does not "
+                         f"exist; create it, or give a path in an existing folder")
+
+
+def _first_line(e):
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def check_identity(study, identity, accept_changes):

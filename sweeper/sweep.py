@@ -291,33 +291,33 @@ class OptunaSweep:
             more = [outcome(r, mi, self.objectives, len(self.directions))[1] for r, mi in runs[1:]]
             seeded = [values] + [v for v in more if v is not None]
             values = [sum(column) / len(seeded) for column in zip(*seeded)]
-        for key in ("params", "final_test_acc", "best_test_acc", "first_epoch_at_target"):
-            if m and key in m:
-                trial.set_user_attr(key, m[key])
-        trial.set_user_attr("status", status)
+        attrs = {key: m[key] for key in ("params", "final_test_acc", "best_test_acc", "first_epoch_at_target")
+                 if m and key in m}
+        attrs["status"] = status
         if m:
-            trial.set_user_attr("epochs", len(m.get("epochs") or []))
+            attrs["epochs"] = len(m.get("epochs") or [])
             summary = mx.over_seeds([mi for _, mi in runs])
-            for key in ("hit", "seeds", "min_final_test_acc", "mean_final_test_acc"):
-                trial.set_user_attr(key, summary[key])
+            attrs.update({key: summary[key] for key in ("hit", "seeds", "min_final_test_acc", "mean_final_test_acc")})
         if reason:
-            trial.set_user_attr("reason", reason)
+            attrs["reason"] = reason
+        constraints = {}
         if status == "pruned":
-            self.ledger.tell(trial, state=TrialState.PRUNED)
+            told = self.ledger.tell(trial, state=TrialState.PRUNED, attrs=attrs)
         elif values is not None:
             if self.budget is not None and m and m.get("params") is not None:
                 budget = {**OmegaConf.to_container(self.budget), **(m.get("budget") or {})}  # the trial's own
                 # feasible when <= 0; TPE, NSGA-II and GP prefer feasible trials
-                trial.set_constraint("params_over_budget", m["params"] - budget["max_params"])
+                constraints["params_over_budget"] = m["params"] - budget["max_params"]
                 if self.require_target:   # judged on the worst seed, as the hit rule is
                     worst = mx.over_seeds([mi for _, mi in runs])["min_final_test_acc"]
-                    trial.set_constraint("acc_below_target", budget["target_acc"] - (worst or 0.0))
-            self.ledger.tell(trial, values)
+                    constraints["acc_below_target"] = budget["target_acc"] - (worst or 0.0)
+            told = self.ledger.tell(trial, values, attrs=attrs, constraints=constraints)
         else:
-            self.ledger.tell(trial, state=TrialState.FAIL)
-            self.last_failure = f"trial {trial.number}: {result.error or reason}"
-            log.warning(f"trial {trial.number} failed: {result.error or reason}")
-        if status != "failed":
+            told = self.ledger.tell(trial, state=TrialState.FAIL, attrs=attrs)
+            if told:
+                self.last_failure = f"trial {trial.number}: {result.error or reason}"
+                log.warning(f"trial {trial.number} failed: {result.error or reason}")
+        if told and status != "failed":
             shown = m.get("final_test_acc") if m else values[0] if values and len(values) == 1 else values
             log.info(f"trial {trial.number}: {status} {trial.params} -> {shown}"
                      + (f", {m.get('params')} params" if m else ""))

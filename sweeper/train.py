@@ -105,6 +105,34 @@ def build(cfg, device, graphed):
     return model, instantiate(cfg.optimizer, params=model.parameters())
 
 
+def eager_step(model, opt, sched, x, y, aug, g, bf16):
+    """One training step on a uint8 batch, as the loop below runs it without a CUDA graph: augment, forward,
+    loss, backward, update, lr schedule. Returns the batch's mean loss and its correct count, on the device."""
+    xb = data.augment(x, aug, g)
+    with autocast(x.device, bf16):
+        out = model(xb.contiguous(memory_format=torch.channels_last))
+    loss = F.cross_entropy(out.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.detach(), (out.argmax(1) == y).sum()
+
+
+def diverged(losses, epoch, steps, lr, epoch_loss=None):
+    """Why training has diverged, or None. `losses`: the epoch's per-step losses so far, of `steps`; `epoch_loss`:
+    the epoch's mean, once it is over. A non-finite loss names its step; a finite epoch mean above
+    DIVERGED_LOSS names the mean. A run that blows up shows either, depending on the CPU's float kernels: SGD at lr
+    100 reached a finite 1.2e16 on one machine and inf on another."""
+    finite = torch.isfinite(losses)
+    if not finite.all():
+        step = int((~finite).nonzero()[0]) + 1
+        return f"diverged: non-finite loss at epoch {epoch}, step {step}/{steps}; lower optimizer.lr (now {lr})"
+    if epoch_loss is not None and epoch_loss > DIVERGED_LOSS:
+        return f"diverged: training loss {epoch_loss:.2g} at epoch {epoch}; lower optimizer.lr (now {lr})"
+    return None
+
+
 @torch.inference_mode()
 def evaluate(model, x, y, bf16, batch_size=2000):
     model.eval()
@@ -199,28 +227,17 @@ def _train(cfg, out_dir, metrics, report):
                 graph.replay()
             else:
                 idx = perm[step * batch_size:(step + 1) * batch_size]
-                x, y = data.augment(train_x[idx], cfg.augment, g), train_y[idx]
-                with autocast(device, bf16):
-                    out = model(x.contiguous(memory_format=torch.channels_last))
-                loss = F.cross_entropy(out.float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses[step] = loss.detach() * len(y)
-                correct += (out.argmax(1) == y).sum()
+                loss, right = eager_step(model, opt, sched, train_x[idx], train_y[idx], cfg.augment, g, bf16)
+                losses[step] = loss * len(idx)
+                correct += right
             if step % sync_every == 0 or step == steps - 1:
-                seen = losses[:step + 1]
-                if not torch.isfinite(seen).all():
-                    bad = int((~torch.isfinite(seen)).nonzero()[0])
-                    raise TrialFailed(f"diverged: non-finite loss at epoch {epoch}, step {bad + 1}/{steps}; "
-                                      f"lower optimizer.lr (now {cfg.optimizer.lr})")
+                if reason := diverged(losses[:step + 1], epoch, steps, cfg.optimizer.lr):
+                    raise TrialFailed(reason)
                 if step % 50 == 0:
                     bar.set_postfix(loss=f"{(losses[step] / batch_size if graph else loss).item():.3f}")
         train_loss, train_acc = losses.sum().item() / trained, correct.item() / trained
-        if train_loss > DIVERGED_LOSS:
-            raise TrialFailed(f"diverged: training loss {train_loss:.2g} at epoch {epoch}; "
-                              f"lower optimizer.lr (now {cfg.optimizer.lr})")
+        if reason := diverged(losses, epoch, steps, cfg.optimizer.lr, train_loss):
+            raise TrialFailed(reason)
         test_loss, test_acc = evaluate(model, test_x, test_y, bf16)
         metrics["epochs"].append(dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                                       test_acc=test_acc, lr=lr, seconds=round(time.time() - t_epoch, 3)))

@@ -162,9 +162,14 @@ def command(config, overrides, job_dir, number):
     main = sys.modules["__main__"]
     app = ["-m", main.__spec__.name] if getattr(main, "__spec__", None) else [os.path.abspath(sys.argv[0])]
     hc = config.hydra
-    # the child must compose the same config: extra config dirs, config name and Hydra's own overrides
-    app += [arg for src in hc.runtime.config_sources if src.provider == "command-line"
-            for arg in ("--config-dir", src.path.replace("file://", "", 1))]
+    # the child must compose the same config: its primary config dir (--config-path, or the app's own), extra
+    # config dirs, config name and Hydra's own overrides
+    for src in hc.runtime.config_sources:
+        path = src.path.replace("file://", "", 1)
+        if src.provider == "main" and path:
+            app += ["--config-path", path if src.schema == "file" else f"{src.schema}://{path}"]
+        elif src.provider == "command-line":
+            app += ["--config-dir", path]
     app += ["--config-name", hc.job.config_name]
     app += [o for o in hc.overrides.hydra
             if not o.lstrip("+~").startswith(("hydra.sweep", "hydra/sweeper", "hydra.mode", "hydra.run.dir",

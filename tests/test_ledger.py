@@ -273,3 +273,84 @@ def test_a_trial_whose_heartbeat_went_stale_is_failed_requeued_and_no_longer_cou
     assert waiting.user_attrs["requeued_from"] == stale.number
     assert ledger.counted() == []                                  # neither the failed trial nor its queued re-run
     assert ledger.ask(SPACE).params == stale.params
+
+
+# ---------------------------------------------------------------- a result that comes too late
+def sweep_for(study, n_trials=2):
+    """The sweep's own tell path (sweeper/sweep.py) on an in-memory study, as the plugin's defaults configure it."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.mnist_optuna_sweeper.config import OptunaSweeperConf
+    from sweeper.sweep import OptunaSweep
+    cfg = OmegaConf.to_container(OmegaConf.structured(OptunaSweeperConf))
+    for key in ("_target_", "_recursive_", "defaults"):
+        cfg.pop(key)
+    sweep = OptunaSweep(**{**cfg, "sampler": {}, "pruner": {}, "direction": study.direction.name.lower(),
+                           "n_trials": n_trials})
+    sweep.ledger, sweep.budget = Ledger(study, n_trials), None
+    return sweep
+
+
+@pytest.mark.parametrize("result", [("completed", 0.25), ("failed", None), ("pruned", None)])
+def test_a_late_result_from_a_sweep_that_was_only_slow_is_dropped_with_a_warning(result, caplog):
+    from sweeper.worker import JobResult
+    study = random_study()
+    sweep = sweep_for(study)
+    trial = sweep.ledger.ask(SPACE)
+    # meanwhile a sweep elsewhere heard no heartbeat from this one: it failed the trial and queued its params again
+    study.tell(trial.number, state=TrialState.FAIL)
+    study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+    status, value = result
+    sweep.tell(study, trial, [(JobResult(status, value, error=None if value else f"{status} late"), None)])
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"trial {trial.number} was failed by another sweep" in warning and "result is dropped" in warning
+    assert study.trials[trial.number].state == TrialState.FAIL and study.trials[trial.number].user_attrs == {
+        "worker": trial.user_attrs["worker"]}                # nothing of the late run was written
+    assert sweep.last_failure is None                        # a dropped result is no failure of this sweep
+    rerun = sweep.ledger.ask(SPACE)
+    assert rerun.params == trial.params and rerun.user_attrs["requeued_from"] == trial.number
+
+
+# ---------------------------------------------------------------- opening the study
+@pytest.fixture
+def sleeps(monkeypatch):
+    """The back-off's sleeps, recorded instead of waited out."""
+    import sweeper.study
+    slept = []
+    monkeypatch.setattr(sweeper.study.time, "sleep", slept.append)
+    return slept
+
+
+def test_a_grid_given_an_interval_is_one_line_at_once_naming_the_param(tmp_path, sleeps):
+    from sweeper.space import SpaceError
+    from sweeper.study import make_study
+    with pytest.raises(SpaceError, match=r"^lr: sampler=grid needs params with finitely many values"):
+        make_study("s", f"sqlite:///{tmp_path}/s.db", ["minimize"], {"_target_": "optuna.samplers.GridSampler"},
+                   {"_target_": "optuna.pruners.NopPruner"}, SPACE)
+    assert sleeps == []
+
+
+def test_a_sampler_that_cannot_be_built_is_one_line_at_once(sleeps):
+    from sweeper.study import StudyError, make_study
+    with pytest.raises(StudyError, match=r"^hydra.sweeper.sampler cannot be built: .*n_startup_trial"):
+        make_study("s", None, ["minimize"], {"_target_": "optuna.samplers.TPESampler", "n_startup_trial": 5},
+                   {"_target_": "optuna.pruners.NopPruner"}, SPACE)
+    assert sleeps == []
+
+
+def test_an_sqlite_file_in_a_missing_folder_is_one_line_at_once(tmp_path, sleeps):
+    from sweeper.study import StudyError, make_study
+    with pytest.raises(StudyError, match=r"cannot be opened: the folder .*/no/such does not exist"):
+        make_study("s", f"sqlite:///{tmp_path}/no/such/s.db", ["minimize"], {"_target_": "optuna.samplers.TPESampler"},
+                   {"_target_": "optuna.pruners.NopPruner"}, SPACE)
+    assert sleeps == []
+
+
+def test_a_refused_connection_is_retried_with_back_off_then_one_line(sleeps):
+    from servers import free_port
+    from sweeper.study import RETRY_DELAYS, StudyError, make_study
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nobody"   # nothing listens there
+    with pytest.raises(StudyError, match=r"^hydra.sweeper.storage='postgresql.*' cannot be opened: .*"):
+        make_study("s", url, ["minimize"], {"_target_": "optuna.samplers.TPESampler"},
+                   {"_target_": "optuna.pruners.NopPruner"}, SPACE)
+    assert sleeps == list(RETRY_DELAYS)
