@@ -1,25 +1,60 @@
-"""Faults injected for real: kill -9, Ctrl-C, torn writes, bad data, unwritable outputs, concurrent sweeps, fuzzed values."""
+"""Faults injected for real: kill -9, Ctrl-C, torn writes, bad data, unwritable outputs, concurrent sweeps, fuzzed values.
+
+The sweeps are the plain app's (tests/apps/plainapp): the sweeper's handling of a fault does not depend on the trial,
+and a torch-free trial that sleeps a set time makes every fault land where the test means it to."""
 import json
 import math
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
+from optuna.trial import TrialState
 
-from conftest import ROOT, TINY, cli, counted, make_cfg, search_cmd, study
+from conftest import ROOT, TINY, cli, counted, make_cfg
 from sweeper.checks import ConfigError, check_config
-from sweeper.data import FILES
+from sweeper.data import FILES, DataError, check_files
+from sweeper.train import CheckOutputDir, check_command
 
-PARAMS = {"model.width": "range(4, 13)", "model.dropout": "interval(0.0, 0.1)"}
+S = TrialState
+APPS = ROOT / "tests" / "apps"
 
 
-def wait_for(predicate, timeout=120):
+def plain_cmd(tmp_path, *args, n_trials=4, n_jobs=1):
+    """A sweep of the plain app (torch-free) on an SQLite study, as a user types it. x is a float interval, so no
+    two proposals are ever the same params by chance."""
+    return [sys.executable, "-m", "plainapp.app", "--multirun", f"hydra.sweep.dir={tmp_path}/sweep", f"out={tmp_path}",
+            f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db", f"hydra.sweeper.n_trials={n_trials}",
+            f"hydra.sweeper.n_jobs={n_jobs}", "x=interval(-5.0, 5.0)", *args]
+
+
+def env(sleep):
+    """Each trial sleeps this long: set in the environment, so a resume with other sleeps is the same sweep."""
+    return {**os.environ, "HYDRA_FULL_ERROR": "0", "PLAINAPP_SLEEP": str(sleep)}
+
+
+def start(cmd, sleep, **kwargs):
+    return subprocess.Popen(cmd, cwd=APPS, text=True, env=env(sleep), **kwargs)
+
+
+def rerun(cmd):
+    r = subprocess.run(cmd, cwd=APPS, capture_output=True, text=True, timeout=120, env=env(0))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return r
+
+
+def sphere(tmp_path):
+    return optuna.load_study(study_name="sphere", storage=f"sqlite:///{tmp_path}/study.db")
+
+
+def wait_for(predicate, timeout=60):
     end = time.time() + timeout
     while time.time() < end:
         try:
@@ -27,71 +62,71 @@ def wait_for(predicate, timeout=120):
                 return
         except Exception:  # the study may not exist yet
             pass
-        time.sleep(0.3)
+        time.sleep(0.1)
     raise AssertionError("timed out waiting")
 
 
-def states(tmp_path):
-    return [t.state for t in study(tmp_path).trials]
+def started(tmp_path, trials):
+    """Each trial's job is running its task: the app saved the config it got."""
+    return all((tmp_path / f"seen-{t.number}.yaml").exists() for t in trials)
 
 
 def finished_snapshot(tmp_path):
-    return {t.number: (t.params, t.value, (tmp_path / "sweep" / str(t.number) / "metrics.json").read_text())
-            for t in study(tmp_path).trials if t.state == optuna.trial.TrialState.COMPLETE}
+    return {t.number: (t.params, t.value, (tmp_path / "sweep" / str(t.number) / ".hydra" / "config.yaml").read_text())
+            for t in sphere(tmp_path).trials if t.state == S.COMPLETE}
 
 
 def check_complete_study(tmp_path, n_trials):
-    trials = counted(study(tmp_path))
-    assert len(trials) == n_trials and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    trials = counted(sphere(tmp_path))
+    assert len(trials) == n_trials and all(t.state == S.COMPLETE for t in trials)
     assert len({tuple(sorted(t.params.items())) for t in trials}) == n_trials          # no params twice
-    for t in trials:
-        assert json.loads((tmp_path / "sweep" / str(t.number) / "metrics.json").read_text())["status"] == "ok"
+    for t in trials:   # each in its own dir, told what its own job returned
+        job = OmegaConf.load(tmp_path / "sweep" / str(t.number) / ".hydra" / "config.yaml")
+        assert job.x == t.params["x"] and t.value == job.x ** 2 + job.y ** 2 + len(job.name)
 
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_keeps_finished_trials(tmp_path):
-    cmd = search_cmd(tmp_path, PARAMS, n_trials=4, epochs=3, train_subset=500)
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    S = optuna.trial.TrialState
-    wait_for(lambda: S.COMPLETE in states(tmp_path) and states(tmp_path)[-1] == S.RUNNING)
+    cmd = plain_cmd(tmp_path, n_trials=4)
+    p = start(cmd, 1.0, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def one_done_one_running():
+        trials = sphere(tmp_path).trials
+        return S.COMPLETE in [t.state for t in trials] and trials[-1].state == S.RUNNING and started(tmp_path, trials)
+    wait_for(one_done_one_running)
     before = finished_snapshot(tmp_path)
     p.kill()
     p.wait()
-    running = [t for t in study(tmp_path).trials if t.state == S.RUNNING]
-    assert len(running) == 1
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    [running] = sphere(tmp_path).get_trials(states=(S.RUNNING,))
+    r = rerun(cmd)
     assert "left RUNNING by a dead sweep" in r.stderr + r.stdout
-    s = study(tmp_path)
-    killed = s.trials[running[0].number]
+    s = sphere(tmp_path)
+    killed = s.trials[running.number]
     assert killed.state == S.FAIL and "died" in killed.user_attrs["reason"] and killed.user_attrs["uncounted"]
     assert any(t.params == killed.params and t.state == S.COMPLETE for t in s.trials)      # retried
     for number, (params, value, text) in before.items():                                     # intact
         assert s.trials[number].params == params and s.trials[number].value == value
-        assert (tmp_path / "sweep" / str(number) / "metrics.json").read_text() == text
+        assert (tmp_path / "sweep" / str(number) / ".hydra" / "config.yaml").read_text() == text
     check_complete_study(tmp_path, 4)
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_promptly_and_says_how_to_resume(tmp_path):
-    cmd = search_cmd(tmp_path, PARAMS, n_trials=4, epochs=3, n_jobs=2, train_subset=500)
+    cmd = plain_cmd(tmp_path, n_trials=4, n_jobs=2)
     # a terminal's Ctrl-C reaches the whole process group: the sweep and its worker processes
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
-    S = optuna.trial.TrialState
-    wait_for(lambda: S.RUNNING in states(tmp_path) and
-             any((tmp_path / "sweep" / str(n) / "train.log").exists() for n in range(4)))
+    p = start(cmd, 60, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for(lambda: started(tmp_path, sphere(tmp_path).get_trials(states=(S.RUNNING,))) and
+             len(sphere(tmp_path).get_trials(states=(S.RUNNING,))) == 2)
     os.killpg(p.pid, signal.SIGINT)
     t0 = time.time()
     out, _ = p.communicate(timeout=60)
-    assert time.time() - t0 < 20 and p.returncode == 130, out[-2000:]
+    assert time.time() - t0 < 10 and p.returncode == 130, out[-2000:]
     assert "run the same command again to continue" in out and "Traceback" not in out, out[-3000:]
-    s = study(tmp_path)
+    s = sphere(tmp_path)
     assert S.RUNNING not in [t.state for t in s.trials]                                      # consistent
     interrupted = [t for t in s.trials if t.user_attrs.get("reason") == "interrupted by Ctrl-C"]
-    assert interrupted and all(t.state == S.FAIL and t.user_attrs["uncounted"] for t in interrupted)
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(interrupted) == 2 and all(t.state == S.FAIL and t.user_attrs["uncounted"] for t in interrupted)
+    rerun(cmd)
     check_complete_study(tmp_path, 4)
 
 
@@ -101,43 +136,75 @@ def test_ctrl_c_stops_promptly_and_says_how_to_resume(tmp_path):
 def test_resume_runs_what_was_requeued_when_the_last_trials_were_interrupted(tmp_path, n_jobs, sig):
     # the interrupted trials are the study's last: a resume that counted their re-queued copies (WAITING) as
     # done would print "n of n trials done", run nothing and leave the study short
-    n_trials = 2
-    cmd = search_cmd(tmp_path, PARAMS, n_trials=n_trials, epochs=5, n_jobs=n_jobs, train_subset=1000)
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    S = optuna.trial.TrialState
+    n_trials = 2 * n_jobs
+    cmd = plain_cmd(tmp_path, n_trials=n_trials, n_jobs=n_jobs)
+    p = start(cmd, 1.0, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
-    def last_ones_training():
-        trials = study(tmp_path).trials
+    def last_ones_running():
+        trials = sphere(tmp_path).trials
         running = [t for t in trials if t.state == S.RUNNING]
         return (sum(t.state == S.COMPLETE for t in trials) == n_trials - n_jobs and len(running) == n_jobs
-                and all((tmp_path / "sweep" / str(t.number) / "train.log").exists() for t in running))
-    wait_for(last_ones_training)
-    interrupted = {t.number: t.params for t in study(tmp_path).trials if t.state == S.RUNNING}
+                and started(tmp_path, running))
+    wait_for(last_ones_running)
+    interrupted = {t.number: t.params for t in sphere(tmp_path).trials if t.state == S.RUNNING}
     os.killpg(p.pid, sig)   # a terminal's Ctrl-C reaches the whole group; kill -9 of the group kills workers too
     p.wait(timeout=60)
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = rerun(cmd)
     assert f"{n_trials - n_jobs} of {n_trials} trials done" in r.stdout + r.stderr
-    s = study(tmp_path)
+    s = sphere(tmp_path)
     assert not [t for t in s.trials if t.state in (S.WAITING, S.RUNNING)]
     for number, params in interrupted.items():
         assert s.trials[number].state == S.FAIL and s.trials[number].user_attrs["uncounted"]
-        rerun = [t for t in s.trials if t.user_attrs.get("requeued_from") == number]
-        assert len(rerun) == 1 and rerun[0].params == params and rerun[0].state == S.COMPLETE
+        rerun_of = [t for t in s.trials if t.user_attrs.get("requeued_from") == number]
+        assert len(rerun_of) == 1 and rerun_of[0].params == params and rerun_of[0].state == S.COMPLETE
     check_complete_study(tmp_path, n_trials)
+
+
+def children(pid):
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]
+
+
+def gone(pid):
+    """Dead, or a zombie nobody reaped yet (a container's pid 1 may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.mark.slow
+def test_worker_processes_die_when_only_the_sweeps_pid_is_killed(tmp_path):
+    # no process group kill here: a scheduler or an OOM killer kills one pid, the sweep's
+    p = start(plain_cmd(tmp_path, n_trials=2, n_jobs=2), 120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(list(tmp_path.glob("seen-*.yaml"))) == 2)
+        workers = children(p.pid)
+        assert len(workers) == 2
+        p.kill()
+        p.wait()
+        wait_for(lambda: all(gone(w) for w in workers), timeout=10)
+    finally:
+        for w in children(p.pid) if p.poll() is None else []:
+            os.kill(w, signal.SIGKILL)
+        p.kill()
+        for w in locals().get("workers", []):
+            if not gone(w):
+                os.kill(w, signal.SIGKILL)
 
 
 @pytest.mark.slow
 def test_two_sweeps_on_one_study_share_n_trials(tmp_path):
-    cmd = search_cmd(tmp_path, PARAMS, n_trials=5, train_subset=500)
-    procs = [subprocess.Popen(cmd + extra, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cmd = plain_cmd(tmp_path, n_trials=6)
+    procs = [start(cmd + extra, 1.0, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for extra in ([], ["hydra.sweeper.n_jobs=2"])]
     for p in procs:
-        _, err = p.communicate(timeout=600)
+        _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err[-2000:]
-    check_complete_study(tmp_path, 5)
-    trials = counted(study(tmp_path))
-    assert sorted(t.number for t in trials) == sorted({t.number for t in trials})             # own dir each
+    check_complete_study(tmp_path, 6)
+    # both sweeps ran trials: each sweep process is one `worker` (host:pid)
+    assert {t.user_attrs["worker"] for t in counted(sphere(tmp_path))} == {f"{socket.gethostname()}:{p.pid}"
+                                                                           for p in procs}
 
 
 def test_metrics_json_is_never_half_written(tmp_path):
@@ -170,10 +237,9 @@ def corrupt_copy(tmp_path, name, how):
     return tmp_path
 
 
-@pytest.mark.parametrize("name,how", [("train-images-idx3-ubyte", "truncated"),
-                                      ("t10k-labels-idx1-ubyte", "bad magic")])
-def test_damaged_data_is_named_and_nothing_trains(tmp_path, name, how):
-    root = corrupt_copy(tmp_path / "data", name, how)
+def test_damaged_data_through_the_cli_is_one_line_and_nothing_trains(tmp_path):
+    name = "train-images-idx3-ubyte"
+    root = corrupt_copy(tmp_path / "data", name, "truncated")
     r = cli(*TINY, f"data.root={root}", f"hydra.run.dir={tmp_path / 'run'}")
     err = r.stderr.strip()
     assert r.returncode == 2 and len(err.splitlines()) == 1, err
@@ -181,21 +247,31 @@ def test_damaged_data_is_named_and_nothing_trains(tmp_path, name, how):
     assert "epoch" not in r.stdout and not (tmp_path / "run" / "model.pt").exists()
 
 
-@pytest.mark.parametrize("mode", ["run", "multirun"])
-def test_unwritable_output_dir_is_one_line(tmp_path, mode):
+@pytest.mark.parametrize("name,how", [("train-images-idx3-ubyte", "truncated"), ("t10k-images-idx3-ubyte", "truncated"),
+                                      ("train-labels-idx1-ubyte", "bad magic"), ("t10k-labels-idx1-ubyte", "bad magic")])
+def test_damaged_data_is_named(tmp_path, name, how):
+    root = corrupt_copy(tmp_path / "data", name, how)
+    with pytest.raises(DataError) as e:
+        check_files(str(root))
+    err = str(e.value)
+    assert "\n" not in err and name in err and "corrupted" in err and "expected magic" in err and "download" in err
+
+
+def test_unwritable_output_dir_is_one_line(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    key = "hydra.run.dir" if mode == "run" else "hydra.sweep.dir"
-    r = cli(*(["--multirun"] if mode == "multirun" else []), *TINY, f"{key}={blocker}/out")
+    r = cli(*TINY, f"hydra.run.dir={blocker}/out")
     err = r.stderr.strip()
-    assert r.returncode == 2 and len(err.splitlines()) == 1 and key in err and "cannot be written" in err, err
+    assert r.returncode == 2 and len(err.splitlines()) == 1 and "hydra.run.dir" in err and "cannot be written" in err, err
 
 
-def test_non_finite_loss_through_the_cli_is_one_line(tmp_path):
-    r = cli(*TINY, "optimizer.lr=1e20", "scheduler=none", f"hydra.run.dir={tmp_path}")
-    err = r.stderr.strip()
-    assert r.returncode == 1 and len(err.splitlines()) == 1 and "non-finite loss at epoch 1, step" in err, err
-    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+def test_unwritable_sweep_dir_is_one_line(tmp_path, capsys):
+    # the same Hydra callback as above, at a multirun's start
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        CheckOutputDir().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": f"{tmp_path}/a-file/out"}}}))
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "hydra.sweep.dir" in err and "cannot be written" in err
 
 
 NUMERIC = ["model.width", "model.dropout", "trainer.epochs", "trainer.batch_size", "trainer.threads", "seed",
@@ -238,9 +314,17 @@ def test_fuzzed_values_validate_or_give_the_one_line_error(key):
     assert 0 < accepted < 300           # the fuzz reaches both outcomes
 
 
-@pytest.mark.parametrize("override", ["optimizer.lr=nan", "model.width=abc", "trainer.epochs=1e400",
-                                      "data.train_subset=-5"])
-def test_fuzzed_values_through_the_cli_never_show_a_traceback(tmp_path, override):
-    r = cli(*TINY, override, f"hydra.run.dir={tmp_path}")
+FUZZED = ["optimizer.lr=nan", "model.width=abc", "trainer.epochs=1e400", "data.train_subset=-5"]
+
+
+@pytest.mark.parametrize("override", FUZZED)
+def test_fuzzed_values_on_the_command_line_are_one_line(override):
+    with pytest.raises(ConfigError) as e:
+        check_command([*TINY, override])
+    assert str(e.value).startswith(f"{override.split('=')[0]}=") and "\n" not in str(e.value)
+
+
+def test_fuzzed_values_through_the_cli_never_show_a_traceback(tmp_path):
+    r = cli(*TINY, FUZZED[0], f"hydra.run.dir={tmp_path}")
     err = r.stderr.strip()
-    assert r.returncode == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: {override.split('=')[0]}="), err
+    assert r.returncode == 2 and len(err.splitlines()) == 1 and err.startswith("error: optimizer.lr="), err

@@ -1,8 +1,9 @@
-"""A plain Hydra app, as people bring it from hydra-optuna-sweeper: no budget, no metrics.json, no torch.
+"""A plain Hydra app, as people bring it from hydra-optuna-sweeper: no budget, no torch, no metrics.json unless asked.
 
     cd tests/apps && python -m plainapp.app --multirun out=/tmp/seen hydra.sweep.dir=/tmp/sweep
 
-It returns x**2 + y**2 + len(name) (or two objectives), can report steps for pruning, fail on purpose, and
+It returns x**2 + y**2 + len(name) (or two objectives), can report steps for pruning, fail on purpose, write a
+`metrics.json` as the MNIST trial does (with `metrics=true`: final_test_acc is `acc`, so the config decides hits), and
 records what it ran with: the config in `{out}/seen-{job num}.yaml` (`seen.yaml` in the working dir with
 chdir_probe=true, which `hydra.job.chdir=True` makes the job dir) and its own start and end times in
 `{out}/ran-{job num}.json` (with the CUDA MPS pipe dir it was given, if any), so tests measure when jobs really
@@ -18,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 import sweeper
+from sweeper import metrics as mx
 
 
 @hydra.main(config_path="conf", config_name="quadratic", version_base="1.3")
@@ -37,6 +39,11 @@ def main(cfg):
         if pruned:
             raise optuna.TrialPruned()
     print(f"report returned {pruned}")
+    if cfg.get("metrics"):   # sweeper/metrics.py's format, as the MNIST trial writes it: status ok, one epoch at `acc`
+        m = mx.new(0, [], mx.DEFAULT_BUDGET)
+        m.update(status="ok", params=100, epochs=[dict(epoch=1, test_acc=cfg.acc)], final_test_acc=cfg.acc,
+                 best_test_acc=cfg.acc, ended_at=time.time(), wall_seconds=time.time() - start)
+        mx.write_json(os.path.join(HydraConfig.get().runtime.output_dir, "metrics.json"), m)
     if cfg.two:
         return value, (cfg.x - 2) ** 2 + (cfg.y - 1) ** 2
     return value
