@@ -70,18 +70,19 @@ hydra:
       seed: {seed}
     params:
 {params}
-"""
+{extra}"""
 
 
 def search_cmd(tmp_path, params, *args, sampler="random", pruner="none", epochs=1, n_trials=3, n_jobs=1, seed=0,
-               storage=True, train_subset=1000):
-    """Write hparams_search/tiny.yaml into a config dir of the test's own; return the command a user would type."""
+               storage=True, train_subset=1000, extra=""):
+    """Write hparams_search/tiny.yaml into a config dir of the test's own (`extra`: more YAML at its top level);
+    return the command a user would type."""
     (tmp_path / "conf" / "hparams_search").mkdir(parents=True, exist_ok=True)
     lines = textwrap.indent("\n".join(f"{k}: {v}" for k, v in params.items()), " " * 6)
     db = f"sqlite:///{tmp_path}/study.db" if storage else "null"
     (tmp_path / "conf" / "hparams_search" / "tiny.yaml").write_text(SEARCH.format(
         sampler=sampler, pruner=pruner, epochs=epochs, dir=tmp_path / "sweep", storage=db, n_trials=n_trials,
-        n_jobs=n_jobs, seed=seed, params=lines, train_subset=train_subset))
+        n_jobs=n_jobs, seed=seed, params=lines, train_subset=train_subset, extra=textwrap.dedent(extra)))
     return [sys.executable, "-m", "sweeper.train", "--multirun", "--config-dir", str(tmp_path / "conf"),
             "hparams_search=tiny", *args]
 

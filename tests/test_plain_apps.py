@@ -314,14 +314,14 @@ hydra:
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-@pytest.mark.parametrize("form", ["module", "script", "config-dir"])
+@pytest.mark.parametrize("form", ["module", "script", "config-dir", "config-path"])
 def test_run_forms(tmp_path, form, n_jobs):
     options = []
-    if form == "config-dir":
+    if form.startswith("config-"):
         (tmp_path / "conf").mkdir()
         (tmp_path / "conf" / "mine.yaml").write_text(CONFIG)
-        options = ["--config-dir", str(tmp_path / "conf"), "--config-name", "mine"]
-    n_trials = 3 if form == "config-dir" else 2
+        options = [f"--{form}", str(tmp_path / "conf"), "--config-name", "mine"]
+    n_trials = 3 if form.startswith("config-") else 2
     ok(run(tmp_path, f"hydra.sweeper.n_jobs={n_jobs}", f"hydra.sweeper.n_trials={n_trials}", options=options,
            form="script" if form == "script" else "module"))
     trials = rows(tmp_path)
@@ -329,9 +329,9 @@ def test_run_forms(tmp_path, form, n_jobs):
     for t in trials:
         cfg = seen(tmp_path, t["number"])
         assert cfg.x == int(t["x"])
-        if form == "config-dir":   # every job composed the test's config, not the app's own
+        if form.startswith("config-"):   # every job composed the test's config, not the app's own
             assert cfg.name == "ccc" and cfg.note == "mine" and cfg.y == 0 and cfg.x in (3, 4, 5)
-    if form == "config-dir":
+    if form.startswith("config-"):
         assert sorted(int(t["x"]) for t in trials) == [3, 4, 5] and "y" not in trials[0]
 
 
@@ -353,6 +353,38 @@ def test_a_study_remembers_what_it_is(tmp_path):
     trials = counted(load(db))
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
     assert [seen(tmp_path, t.number).name for t in trials] == ["a", "a", "a", "bb"]
+
+
+def test_resume_continues_the_study(tmp_path):
+    db = f"sqlite:///{tmp_path}/s.db"
+    sweep = [f"hydra.sweeper.storage={db}", "x=interval(-5.0, 5.0)"]   # a float: no two proposals alike by chance
+    ok(run(tmp_path, *sweep, "hydra.sweeper.n_trials=2"))
+    first = {n: (tmp_path / "sweep" / str(n) / ".hydra" / "config.yaml").read_text() for n in (0, 1)}
+    r = ok(run(tmp_path, *sweep, "hydra.sweeper.n_trials=4"))
+    assert "2 of 4 trials done" in r.stdout + r.stderr
+    s = load(db)
+    trials = counted(s)
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    # exactly four asks in all: a sampler not re-seeded past the first run would replay its proposals, and each
+    # replay would be closed as a duplicate, an extra (uncounted) trial in the study
+    assert [t.number for t in s.trials] == [0, 1, 2, 3]
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4        # nothing proposed twice
+    for n, text in first.items():
+        assert (tmp_path / "sweep" / str(n) / ".hydra" / "config.yaml").read_text() == text  # old dirs untouched
+    for n in (2, 3):
+        assert seen(tmp_path, n).x == s.trials[n].params["x"]
+    r = ok(run(tmp_path, *sweep, "hydra.sweeper.n_trials=4"))                  # nothing left to do
+    assert "4 of 4 trials done" in r.stdout + r.stderr and len(load(db).trials) == 4
+
+
+def test_stop_after_hits_stops_at_exactly_that_many_hits(tmp_path):
+    # the app writes a metrics.json whose final_test_acc is `acc`: the config decides which trials hit (>= 99.4 %)
+    r = ok(run(tmp_path, "metrics=true", "acc=choice(0.5, 0.999)", "x=choice(0, 1, 2)", "y=0",
+               "hydra/sweeper/sampler=grid", "hydra.sweeper.stop_after_hits=2", "hydra.sweeper.n_trials=6"))
+    trials = rows(tmp_path)
+    assert [t["hit"] for t in trials] == [str(float(t["acc"]) == 0.999) for t in trials]
+    assert sum(t["hit"] == "True" for t in trials) == 2 and trials[-1]["hit"] == "True"   # stopped at the 2nd
+    assert "2 trials reached the target (stop_after_hits=2)" in r.stdout + r.stderr
 
 
 def test_an_empty_range_is_refused_before_any_trial(tmp_path):
