@@ -207,6 +207,35 @@ def test_two_sweeps_on_one_study_share_n_trials(tmp_path):
                                                                            for p in procs}
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fate", ["ends", "goes stale"])
+def test_a_sweep_with_nothing_left_to_ask_waits_for_another_sweeps_last_trial(tmp_path, fate):
+    # heartbeats in the SQLite study; sweep A runs the study's only trial, B starts once A's trial has beaten
+    cmd = plain_cmd(tmp_path, "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3", n_trials=1)
+    a = start(cmd, 6 if fate == "ends" else 120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: sphere(tmp_path).trials[0].user_attrs.get("heartbeat_interval"))
+        b = start(cmd, 0, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if fate == "goes stale":
+            time.sleep(1)
+            a.send_signal(signal.SIGSTOP)   # alive (its pid checks out) but silent: only its heartbeat can tell
+        out, _ = b.communicate(timeout=60)
+    finally:
+        a.kill()
+        a.wait()
+    assert b.returncode == 0, out[-3000:]
+    assert "waiting for 1 trial(s) of other sweeps to end" in out, out[-3000:]
+    s = sphere(tmp_path)
+    workers = {f"{socket.gethostname()}:{p.pid}": name for p, name in ((a, "A"), (b, "B"))}
+    if fate == "ends":   # B ran nothing: A's trial was the last one
+        assert [(t.state, workers[t.user_attrs["worker"]]) for t in s.trials] == [(S.COMPLETE, "A")]
+    else:                # B failed A's silent trial and ran its params again
+        assert "trial 0 had no heartbeat from its sweep" in out
+        assert [(t.state, workers[t.user_attrs["worker"]]) for t in s.trials] == [(S.FAIL, "A"), (S.COMPLETE, "B")]
+        assert s.trials[1].params == s.trials[0].params and s.trials[1].user_attrs["requeued_from"] == 0
+        assert [t.number for t in counted(s)] == [1]
+
+
 def test_metrics_json_is_never_half_written(tmp_path):
     # a writer rewriting a large metrics.json as fast as it can, killed at a random moment, many times
     path = tmp_path / "metrics.json"
