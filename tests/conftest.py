@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # tests never download: they read the verified copy (CI sets MNIST_ROOT=../shared/data)
-os.environ["MNIST_ROOT"] = str(Path(os.environ.get("MNIST_ROOT", "data")).resolve())
+GIVEN_ROOT = os.environ.get("MNIST_ROOT")
+os.environ["MNIST_ROOT"] = str(Path(GIVEN_ROOT or "data").resolve())   # data.root's default without it
 pytest_plugins = ["servers"]   # the postgres, pg_url and ray_cluster fixtures
 TINY = ["data.train_subset=2000", "data.test_subset=500", "trainer.epochs=1"]
 
@@ -21,8 +22,10 @@ def pytest_configure(config):
         check_files(os.environ["MNIST_ROOT"])
     except DataError as e:
         found = str(e).split(";")[0].split(": ", 1)[1]   # "MNIST not found, expected FILES in DIR" or what is damaged
-        raise pytest.UsageError(f"MNIST_ROOT={os.environ['MNIST_ROOT']}: {found}. The tests never download: set "
-                                f"MNIST_ROOT to a verified copy in torchvision's layout (CI: MNIST_ROOT=../shared/data)")
+        where = f"MNIST_ROOT={GIVEN_ROOT}" if GIVEN_ROOT else "MNIST_ROOT is not set, so the tests looked in data/"
+        raise pytest.UsageError(f"{where}: {found}. The tests never download: set MNIST_ROOT to the folder that "
+                                f"holds MNIST/raw/*-ubyte (torchvision's layout), e.g. export MNIST_ROOT=/data/mnist "
+                                f"(CI: MNIST_ROOT=../shared/data)")
 
 
 def options(group):

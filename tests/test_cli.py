@@ -86,14 +86,22 @@ def test_a_huge_model_is_counted_not_allocated(tmp_path):
     assert m["status"] == "rejected" and m["params"] == 2075235010 and m["epochs"] == []
 
 
-def test_the_test_suite_without_mnist_says_so_once_and_never_downloads(tmp_path):
+@pytest.mark.parametrize("given", [True, False], ids=["MNIST_ROOT set", "MNIST_ROOT unset"])
+def test_the_test_suite_without_mnist_says_so_once_and_never_downloads(tmp_path, given):
+    env = {k: v for k, v in os.environ.items() if k != "MNIST_ROOT"}
+    if given:
+        env["MNIST_ROOT"] = str(tmp_path / "nowhere")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
-                        "tests/test_space.py"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env={**__import__("os").environ, "MNIST_ROOT": str(tmp_path / "nowhere")})
+                        str(ROOT / "tests" / "test_space.py")], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120, env=env)
     out = r.stdout + r.stderr
-    errors = [line for line in out.splitlines() if line.startswith("ERROR:")]
-    assert r.returncode == 4 and len(errors) == 1, out
-    assert "MNIST_ROOT=" in errors[0] and "never download" in errors[0] and "passed" not in out
+    [line] = [line for line in out.splitlines() if line.startswith("ERROR:")]
+    assert r.returncode == 4 and "passed" not in out, out
+    assert "never download" in line and "MNIST/raw" in line and "export MNIST_ROOT=" in line, line
+    if given:
+        assert f"MNIST_ROOT={tmp_path / 'nowhere'}:" in line, line
+    else:   # it names where it looked, without claiming MNIST_ROOT was set
+        assert "MNIST_ROOT is not set, so the tests looked in data/" in line and str(tmp_path / "data") in line, line
     assert "urlopen" not in out and "download failed" not in out
 
 

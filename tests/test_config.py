@@ -153,3 +153,10 @@ def test_launcher_configs_compose_into_their_launchers(option):
         assert launcher.ray.init.address == "auto" and launcher.ray.init.object_store_memory is None
     else:
         assert launcher.cpus_per_task == 1 and launcher._target_.endswith("SlurmLauncher")
+
+
+def test_precision_defaults_to_auto_or_the_environments(monkeypatch):
+    monkeypatch.delenv("SWEEPER_PRECISION", raising=False)
+    assert make_cfg().trainer.precision == "auto"
+    monkeypatch.setenv("SWEEPER_PRECISION", "fp32")   # the whole suite's trials in fp32, subprocesses included
+    assert make_cfg().trainer.precision == "fp32" and make_cfg("trainer.precision=bf16").trainer.precision == "bf16"

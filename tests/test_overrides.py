@@ -11,11 +11,7 @@ from sweeper.train import check_command
 
 REFUSED = [
     ("trainer.epoch=3", "there is no key trainer.epoch; did you mean trainer.epochs?"),
-    ("+trainer.epoch=3", "a trial never reads trainer.epoch; did you mean trainer.epochs?"),
-    ("model=resnet", "model is one of lean, reference, slim"),
-    ("--multirun trainer.epoch=1,2", "there is no key trainer.epoch; did you mean trainer.epochs?"),
     ("--multirun hparams_search=budget +trainer.epoch=3", "a trial never reads trainer.epoch"),
-    ("model.dropout=1.5", "model.dropout=1.5 is not allowed: must be a number in [0, 1)"),
     ("data.root=/no/such/dir data.download=false", "MNIST not found"),
 ]
 
@@ -32,6 +28,10 @@ def test_refused_in_one_line_and_nothing_written(tmp_path, args, says):
 
 # the same check without a process each
 MORE = [
+    ("+trainer.epoch=3", OverrideError, "a trial never reads trainer.epoch; did you mean trainer.epochs?"),
+    ("model=resnet", OverrideError, "model is one of lean, reference, slim"),
+    ("--multirun trainer.epoch=1,2", OverrideError, "there is no key trainer.epoch; did you mean trainer.epochs?"),
+    ("model.dropout=1.5", ConfigError, "model.dropout=1.5 is not allowed: must be a number in [0, 1)"),
     ("~trainer.epoch", OverrideError, "there is no key trainer.epoch; did you mean trainer.epochs?"),
     ("optimizer.learning_rate=0.1", OverrideError, "optimizer has lr, momentum, nesterov, weight_decay"),
     ("epochs=3", OverrideError, "did you mean trainer.epochs?"),
