@@ -178,9 +178,10 @@ def test_parallel_workers_finish_every_trial(tmp_path):
     assert max(a_start, b_start) < min(a_end, b_end), ran                      # two trained at once
 
 
-def run_search(tmp_path, search, *args):
-    """A shipped hparams_search as a user runs it, shrunk to a few tiny trials in tmp_path."""
-    r = subprocess.run([sys.executable, "-m", "sweeper.train", "--multirun", f"hparams_search={search}",
+def run_search(tmp_path, search, *args, options=()):
+    """A shipped hparams_search as a user runs it, shrunk to a few tiny trials in tmp_path; `options` (--config-dir)
+    go before the overrides."""
+    r = subprocess.run([sys.executable, "-m", "sweeper.train", "--multirun", *options, f"hparams_search={search}",
                         "data.train_subset=500", "data.test_subset=200", "trainer.epochs=1",
                         f"hydra.sweep.dir={tmp_path}/sweep", f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db",
                         "hydra.sweeper.n_jobs=1", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -190,20 +191,32 @@ def run_search(tmp_path, search, *args):
 
 @pytest.mark.slow
 def test_smallest_search_requires_the_target_and_minimises_params(tmp_path):
-    # a low target makes small tiny trials feasible; the best is the smallest feasible one
+    # the config decides each width's target, far from any result: width 13 reaches 1 %, width 12 never 99.9 %
+    # (10, the default, is composed before the sweep). A grid over the four models (the other params fixed) runs
+    # each once; the best is the smallest of width 13
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "width_targets.yaml").write_text(
+        "# @package _global_\nwidth_key: w${model.width}\nwidth_targets: {w10: 0.5, w12: 0.999, w13: 0.01}\n"
+        "budget:\n  target_acc: ${width_targets.${width_key}}\n")
     # confirmation has its own test; here it would only triple the runs
-    r, s = run_search(tmp_path, "smallest", "budget.target_acc=0.3", "hydra.sweeper.n_trials=4",
-                      "data.train_subset=2000", "trainer.epochs=2", "augment=none", "hydra.sweeper.confirm_seeds=0")
+    r, s = run_search(tmp_path, "smallest", "+experiment=width_targets", "hydra/sweeper/sampler=grid",
+                      "model.dropout=0.03", "optimizer.lr=0.2", "hydra.sweeper.confirm_seeds=0",
+                      options=["--config-dir", str(tmp_path / "conf")])
     trials = [t for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(trials) == 4
+    assert sorted((t.params["model"], t.params["model.width"]) for t in trials) == [
+        ("lean", 12), ("lean", 13), ("slim", 12), ("slim", 13)]
     for t in trials:
         assert t.value == t.user_attrs["params"]                                   # the objective: params
+        target = metrics(tmp_path, t.number)["budget"]["target_acc"]
+        assert target == {12: 0.999, 13: 0.01}[t.params["model.width"]]
         gap = t.system_attrs["constraints:acc_below_target"]
-        assert gap == pytest.approx(0.3 - (t.user_attrs.get("final_test_acc") or 0.0))
-    feasible = [t for t in trials if t.system_attrs["constraints:acc_below_target"] <= 0]
-    assert feasible
+        assert gap == pytest.approx(target - t.user_attrs["final_test_acc"])
+        assert (gap <= 0) == (t.params["model.width"] == 13)
     best = yaml.safe_load(open(tmp_path / "sweep" / "optimization_results.yaml"))
-    assert best["best_value"] == min(t.value for t in feasible)
+    smallest = min(trials, key=lambda t: t.value)
+    assert smallest.params["model.width"] == 12                                # smaller, but never at its target
+    assert best["best_params"] == {"model": "lean", "model.width": 13}
+    assert best["best_value"] == min(t.value for t in trials if t.params["model.width"] == 13)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ ran, not when the sweeper asked for them.
 """
 import json
 import os
+import threading
 import time
 
 import hydra
@@ -22,13 +23,18 @@ import sweeper
 from sweeper import metrics as mx
 
 
+# a global that does not pickle, as torch's do not: a launcher that pickles the task (Ray) must get it by reference,
+# as sweeper/launchers.py's `importable` gives it, since by value (cloudpickle's way for __main__) it fails
+_RECORDING = threading.Lock()
+
+
 @hydra.main(config_path="conf", config_name="quadratic", version_base="1.3")
 def main(cfg):
     start = time.time()
     num = OmegaConf.select(HydraConfig.get(), "job.num", default="run")   # the trial number in a sweep
     OmegaConf.save(cfg, "seen.yaml" if cfg.chdir_probe else f"{cfg.out}/seen-{num}.yaml")
     time.sleep(float(cfg.sleep))
-    with open(f"{cfg.out}/ran-{num}.json", "w") as f:
+    with _RECORDING, open(f"{cfg.out}/ran-{num}.json", "w") as f:
         json.dump(dict(start=start, end=time.time(), pid=os.getpid(), mps=os.environ.get("CUDA_MPS_PIPE_DIRECTORY")), f)
     if cfg.fail_from is not None and cfg.x >= cfg.fail_from:
         raise ValueError(f"x={cfg.x} is too big")
