@@ -51,9 +51,9 @@ def test_bad_input_one_clear_line(args, names, allowed):
     assert names in err and allowed in err and "\n" not in err, err
 
 
-@pytest.mark.parametrize("args", ["model.dropout=1.5", "data.root=/no/such/dir data.download=false"])
-def test_bad_input_through_the_cli_exits_2_and_trains_nothing(tmp_path, args):
-    r = cli(*TINY, *args.split(), f"hydra.run.dir={tmp_path}")
+def test_bad_input_through_the_cli_exits_2_and_trains_nothing(tmp_path):
+    # test_overrides.py types more refusals; all print what check_command raised, as here
+    r = cli(*TINY, "model.dropout=1.5", f"hydra.run.dir={tmp_path}")
     err = r.stderr.strip()
     assert r.returncode == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
     assert "Traceback" not in err and "epoch 1" not in r.stdout + err

@@ -313,8 +313,8 @@ hydra:
 """
 
 
-@pytest.mark.parametrize("n_jobs", [1, 2])
-@pytest.mark.parametrize("form", ["module", "script", "config-dir", "config-path"])
+@pytest.mark.parametrize("form,n_jobs", [("module", 1), ("module", 2), ("script", 1), ("script", 2),
+                                         ("config-dir", 1), ("config-dir", 2), ("config-path", 2)])
 def test_run_forms(tmp_path, form, n_jobs):
     options = []
     if form.startswith("config-"):

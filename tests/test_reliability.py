@@ -328,7 +328,7 @@ def test_fuzzed_values_validate_or_give_the_one_line_error(key):
     group, _, leaf = key.rpartition(".")
     node = cfg[group] if group else cfg
     accepted = 0
-    for value in fuzz_values(rng, 300):
+    for value in fuzz_values(rng, 150):
         with open_dict(node):
             node[leaf] = value
         try:
@@ -340,20 +340,13 @@ def test_fuzzed_values_validate_or_give_the_one_line_error(key):
             named = msg.split("=")[0]
             assert named in (key, "trainer.epochs" if key == "budget.max_epochs" else key), msg
             assert "\n" not in msg and "not allowed" in msg, msg
-    assert 0 < accepted < 300           # the fuzz reaches both outcomes
+    assert 0 < accepted < 150           # the fuzz reaches both outcomes
 
 
-FUZZED = ["optimizer.lr=nan", "model.width=abc", "trainer.epochs=1e400", "data.train_subset=-5"]
-
-
-@pytest.mark.parametrize("override", FUZZED)
+@pytest.mark.parametrize("override", ["optimizer.lr=nan", "model.width=abc", "trainer.epochs=1e400",
+                                      "data.train_subset=-5"])
 def test_fuzzed_values_on_the_command_line_are_one_line(override):
+    # what cli() prints after "error: " (tests/test_cli.py types one such refusal)
     with pytest.raises(ConfigError) as e:
         check_command([*TINY, override])
     assert str(e.value).startswith(f"{override.split('=')[0]}=") and "\n" not in str(e.value)
-
-
-def test_fuzzed_values_through_the_cli_never_show_a_traceback(tmp_path):
-    r = cli(*TINY, FUZZED[0], f"hydra.run.dir={tmp_path}")
-    err = r.stderr.strip()
-    assert r.returncode == 2 and len(err.splitlines()) == 1 and err.startswith("error: optimizer.lr="), err
