@@ -87,13 +87,12 @@ def check_complete_study(tmp_path, n_trials):
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_keeps_finished_trials(tmp_path):
+    # trial 0 runs to the end first; then a sweep whose trials never end on their own is killed in trial 1
+    rerun(plain_cmd(tmp_path, n_trials=1))
     cmd = plain_cmd(tmp_path, n_trials=4)
-    p = start(cmd, 1.0, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def one_done_one_running():
-        trials = sphere(tmp_path).trials
-        return S.COMPLETE in [t.state for t in trials] and trials[-1].state == S.RUNNING and started(tmp_path, trials)
-    wait_for(one_done_one_running)
+    p = start(cmd, 120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: started(tmp_path, sphere(tmp_path).get_trials(states=(S.RUNNING,))) and
+             len(sphere(tmp_path).trials) == 2)
     before = finished_snapshot(tmp_path)
     p.kill()
     p.wait()
@@ -104,6 +103,7 @@ def test_kill_9_then_rerun_keeps_finished_trials(tmp_path):
     killed = s.trials[running.number]
     assert killed.state == S.FAIL and "died" in killed.user_attrs["reason"] and killed.user_attrs["uncounted"]
     assert any(t.params == killed.params and t.state == S.COMPLETE for t in s.trials)      # retried
+    assert list(before) == [0]
     for number, (params, value, text) in before.items():                                     # intact
         assert s.trials[number].params == params and s.trials[number].value == value
         assert (tmp_path / "sweep" / str(number) / ".hydra" / "config.yaml").read_text() == text
@@ -137,14 +137,13 @@ def test_resume_runs_what_was_requeued_when_the_last_trials_were_interrupted(tmp
     # the interrupted trials are the study's last: a resume that counted their re-queued copies (WAITING) as
     # done would print "n of n trials done", run nothing and leave the study short
     n_trials = 2 * n_jobs
+    rerun(plain_cmd(tmp_path, n_trials=n_jobs, n_jobs=n_jobs))   # the first trials end; the last never do
     cmd = plain_cmd(tmp_path, n_trials=n_trials, n_jobs=n_jobs)
-    p = start(cmd, 1.0, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    p = start(cmd, 120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     def last_ones_running():
-        trials = sphere(tmp_path).trials
-        running = [t for t in trials if t.state == S.RUNNING]
-        return (sum(t.state == S.COMPLETE for t in trials) == n_trials - n_jobs and len(running) == n_jobs
-                and started(tmp_path, running))
+        running = sphere(tmp_path).get_trials(states=(S.RUNNING,))
+        return len(running) == n_jobs and started(tmp_path, running)
     wait_for(last_ones_running)
     interrupted = {t.number: t.params for t in sphere(tmp_path).trials if t.state == S.RUNNING}
     os.killpg(p.pid, sig)   # a terminal's Ctrl-C reaches the whole group; kill -9 of the group kills workers too
