@@ -100,3 +100,13 @@ def counted(s):
     trial failed for a stale heartbeat is named by its re-run's `requeued_from`."""
     replaced = {t.user_attrs.get("requeued_from") for t in s.trials}
     return [t for t in s.trials if not t.user_attrs.get("uncounted") and t.number not in replaced]
+
+
+def sweeper_settings(**changes):
+    """The keyword arguments `hydra/sweeper: mnist_optuna` gives sweeper.sweep.OptunaSweep at its defaults."""
+    from hydra_plugins.mnist_optuna_sweeper.config import OptunaSweeperConf
+    from omegaconf import OmegaConf
+    cfg = OmegaConf.to_container(OmegaConf.structured(OptunaSweeperConf))
+    for key in ("_target_", "_recursive_", "defaults"):
+        cfg.pop(key)
+    return {**cfg, "sampler": {}, "pruner": {}, **changes}

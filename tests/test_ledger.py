@@ -8,6 +8,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState
 
+from conftest import sweeper_settings
 from sweeper.ledger import ASKS, Ledger
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -278,15 +279,8 @@ def test_a_trial_whose_heartbeat_went_stale_is_failed_requeued_and_no_longer_cou
 # ---------------------------------------------------------------- a result that comes too late
 def sweep_for(study, n_trials=2):
     """The sweep's own tell path (sweeper/sweep.py) on an in-memory study, as the plugin's defaults configure it."""
-    from omegaconf import OmegaConf
-
-    from hydra_plugins.mnist_optuna_sweeper.config import OptunaSweeperConf
     from sweeper.sweep import OptunaSweep
-    cfg = OmegaConf.to_container(OmegaConf.structured(OptunaSweeperConf))
-    for key in ("_target_", "_recursive_", "defaults"):
-        cfg.pop(key)
-    sweep = OptunaSweep(**{**cfg, "sampler": {}, "pruner": {}, "direction": study.direction.name.lower(),
-                           "n_trials": n_trials})
+    sweep = OptunaSweep(**sweeper_settings(direction=study.direction.name.lower(), n_trials=n_trials))
     sweep.ledger, sweep.budget = Ledger(study, n_trials), None
     return sweep
 

@@ -1,6 +1,7 @@
 """What a user sees when a sweep goes wrong: one line, the right exit code, no traceback, nothing lost."""
 import pytest
 
+from conftest import sweeper_settings
 from test_plain_apps import error_lines, ok, rows, run
 
 pytestmark = pytest.mark.slow
@@ -38,9 +39,18 @@ def test_an_objective_the_metrics_lack_fails_the_trial_with_one_line(tmp_path):
     assert "Traceback" not in r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("setting", ["hydra.sweeper.heartbeat_interval=0", "hydra.sweeper.grace_period=-5"])
-def test_bad_heartbeat_settings_are_one_line_before_any_trial(tmp_path, setting):
-    r = run(tmp_path, setting)
+def test_a_bad_heartbeat_setting_is_one_line_before_any_trial(tmp_path):
+    r = run(tmp_path, "hydra.sweeper.heartbeat_interval=0")
     [line] = error_lines(r)
-    assert r.returncode == 2 and line.startswith(f"error: {setting.split('=')[0]}=") and "whole number of seconds" in line
+    assert r.returncode == 2 and line.startswith("error: hydra.sweeper.heartbeat_interval=0 is not allowed")
+    assert "whole number of seconds" in line
     assert not list(tmp_path.glob("seen-*.yaml"))   # no trial ran
+
+
+@pytest.mark.parametrize("key,value", [("heartbeat_interval", 0), ("heartbeat_interval", 1.5), ("grace_period", -5),
+                                       ("cuda_mps", "maybe"), ("n_jobs", 0), ("direction", "maximise")])
+def test_bad_settings_are_refused_when_the_sweeper_is_built(key, value):
+    # what the line above prints after "error: ", checked without a process each
+    from sweeper.sweep import OptunaSweep
+    with pytest.raises(ValueError, match=rf"^hydra.sweeper.{key}={value!r} is not allowed: "):
+        OptunaSweep(**{**sweeper_settings(), key: value})
