@@ -51,6 +51,7 @@ def test_bad_input_one_clear_line(args, names, allowed):
     assert names in err and allowed in err and "\n" not in err, err
 
 
+@pytest.mark.slow
 def test_bad_input_through_the_cli_exits_2_and_trains_nothing(tmp_path):
     # test_overrides.py types more refusals; all print what check_command raised, as here
     r = cli(*TINY, "model.dropout=1.5", f"hydra.run.dir={tmp_path}")
@@ -60,6 +61,7 @@ def test_bad_input_through_the_cli_exits_2_and_trains_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []     # refused before Hydra created the run dir
 
 
+@pytest.mark.slow
 def test_over_budget_cli_names_both_numbers(tmp_path):
     r = cli(*TINY, "model.width=64", f"hydra.run.dir={tmp_path}")
     assert r.returncode != 0
@@ -67,6 +69,7 @@ def test_over_budget_cli_names_both_numbers(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "rejected"
 
 
+@pytest.mark.slow
 def test_a_huge_model_is_counted_not_allocated(tmp_path):
     # width=5000 is 2.1 G parameters: 8.4 GB when the model was built to count it; counted on the meta device
     # the whole process stays at torch's import size
@@ -86,6 +89,7 @@ def test_a_huge_model_is_counted_not_allocated(tmp_path):
     assert m["status"] == "rejected" and m["params"] == 2075235010 and m["epochs"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("given", [True, False], ids=["MNIST_ROOT set", "MNIST_ROOT unset"])
 def test_the_test_suite_without_mnist_says_so_once_and_never_downloads(tmp_path, given):
     env = {k: v for k, v in os.environ.items() if k != "MNIST_ROOT"}

@@ -283,6 +283,7 @@ def test_many_varying_overrides_still_fit_100_columns(tmp_path, capsys):
     assert "(not shown, varying too: group" in "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_command_line_as_a_user_types_it(sweep, tmp_path):
     r = subprocess.run([sys.executable, "-m", "sweeper.compare", str(sweep), "--sort", "params", "--only-hits",
                         "--csv", str(tmp_path / "t.csv")], cwd=ROOT, capture_output=True, text=True, timeout=60,

@@ -16,6 +16,7 @@ REFUSED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,says", REFUSED, ids=[r[0] for r in REFUSED])
 def test_refused_in_one_line_and_nothing_written(tmp_path, args, says):
     # run from an empty folder with Hydra's default output dirs: a refused command leaves it empty

@@ -215,10 +215,14 @@ def test_a_sweep_with_nothing_left_to_ask_waits_for_another_sweeps_last_trial(tm
     try:
         wait_for(lambda: sphere(tmp_path).trials[0].user_attrs.get("heartbeat_interval"))
         b = start(cmd, 0, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        seen = []
+        for line in b.stdout:   # until B says it waits (or ends without)
+            seen.append(line)
+            if "waiting for" in line:
+                break
         if fate == "goes stale":
-            time.sleep(1)
             a.send_signal(signal.SIGSTOP)   # alive (its pid checks out) but silent: only its heartbeat can tell
-        out, _ = b.communicate(timeout=60)
+        out = "".join(seen) + b.communicate(timeout=60)[0]
     finally:
         a.kill()
         a.wait()
@@ -235,6 +239,7 @@ def test_a_sweep_with_nothing_left_to_ask_waits_for_another_sweeps_last_trial(tm
         assert [t.number for t in counted(s)] == [1]
 
 
+@pytest.mark.slow
 def test_metrics_json_is_never_half_written(tmp_path):
     # a writer rewriting a large metrics.json as fast as it can, killed at a random moment, many times
     path = tmp_path / "metrics.json"
@@ -265,6 +270,7 @@ def corrupt_copy(tmp_path, name, how):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_damaged_data_through_the_cli_is_one_line_and_nothing_trains(tmp_path):
     name = "train-images-idx3-ubyte"
     root = corrupt_copy(tmp_path / "data", name, "truncated")
@@ -285,6 +291,7 @@ def test_damaged_data_is_named(tmp_path, name, how):
     assert "\n" not in err and name in err and "corrupted" in err and "expected magic" in err and "download" in err
 
 
+@pytest.mark.slow
 def test_unwritable_output_dir_is_one_line(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
