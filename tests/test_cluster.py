@@ -112,7 +112,7 @@ def ray(address):
 
 @pytest.mark.xdist_group("ray")
 def test_ray_launcher_keeps_n_jobs_trials_in_flight_and_prunes_through_the_storage(tmp_path, ray_cluster):
-    # one sweep for both (a second Ray cluster cannot start beside the first): 2 CPUs on 2 nodes, n_jobs=2.
+    # one sweep for both (a second Ray cluster cannot start beside the first): 2 CPUs, n_jobs=2.
     # `python -m plainapp.app`: its task lives in __main__ and holds a lock, so Ray must get plainapp.app.main
     db = f"sqlite:///{tmp_path}/s.db"
     ok(run(tmp_path, *ray(ray_cluster), "sleep=2", f"hydra.sweeper.storage={db}", "hydra.sweeper.n_trials=6",

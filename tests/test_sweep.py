@@ -59,10 +59,10 @@ def test_sampler_and_pruner_also_take_a_plain_name():
 @pytest.mark.slow
 def test_tiny_sweep_writes_every_output(tmp_path):
     sweep(tmp_path, {"model.width": "choice(6, 8, 10)", "optimizer.lr": "tag(log, interval(0.05, 0.3))"},
-          storage=False)
+          storage=False, n_trials=2, train_subset=500)
     out = tmp_path / "sweep"
     rows = list(csv.DictReader(open(out / "trials.csv")))
-    assert [r["number"] for r in rows] == ["0", "1", "2"]
+    assert [r["number"] for r in rows] == ["0", "1"]
     for r in rows:
         assert r["state"] == "COMPLETE" and r["status"] == "ok" and r["epochs"] == "1"
         m = metrics(tmp_path, r["number"])
