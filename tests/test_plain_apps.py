@@ -112,14 +112,17 @@ def test_two_objectives_give_the_pareto_set(tmp_path):
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_fixed_params_beside_swept_ones(tmp_path, n_jobs):
-    ok(run(tmp_path, "y=1", "hydra.sweeper.n_trials=3", f"hydra.sweeper.n_jobs={n_jobs}"))
+def test_fixed_added_deleted_and_custom_params_reach_every_job(tmp_path, n_jobs):
+    # y=1 fixed beside the swept x, ~note deleted, +extra added, z suggested by a custom_search_space the config lacks
+    ok(run(tmp_path, "y=1", "~note", "+extra=7", "hydra.sweeper.custom_search_space=plainapp.space.extend",
+           "hydra.sweeper.n_trials=3", f"hydra.sweeper.n_jobs={n_jobs}"))
     trials = rows(tmp_path)
-    assert len(trials) == 3 and "y" not in trials[0]
+    assert len(trials) == 3 and "y" not in trials[0] and "z" in trials[0]
     xs = set()
     for t in trials:
         cfg = seen(tmp_path, t["number"])
-        assert cfg.y == 1 and cfg.x == int(t["x"])
+        assert cfg.y == 1 and cfg.x == int(t["x"]) and "note" not in cfg and cfg.extra == 7
+        assert cfg.z == float(t["z"]) and 0.0 <= cfg.z <= 1.0
         job = OmegaConf.load(tmp_path / "sweep" / t["number"] / ".hydra" / "config.yaml")
         assert job.y == 1 and job.x == cfg.x
         xs.add(cfg.x)
@@ -141,27 +144,6 @@ def test_grid_over_a_float_range_has_no_drift(tmp_path):
     trials = rows(tmp_path)
     assert sorted(seen(tmp_path, t["number"]).x for t in trials) == [0.1, 0.2, 0.3]
     assert sorted(t["x"] for t in trials) == ["0.1", "0.2", "0.3"]
-
-
-@pytest.mark.parametrize("n_jobs", [1, 2])
-def test_custom_search_space_adds_a_param_the_config_lacks(tmp_path, n_jobs):
-    ok(run(tmp_path, "hydra.sweeper.custom_search_space=plainapp.space.extend", "hydra.sweeper.n_trials=3",
-           f"hydra.sweeper.n_jobs={n_jobs}"))
-    trials = rows(tmp_path)
-    assert len(trials) == 3 and "z" in trials[0]
-    for t in trials:
-        assert seen(tmp_path, t["number"]).z == float(t["z"])
-        assert 0.0 <= float(t["z"]) <= 1.0
-
-
-@pytest.mark.parametrize("n_jobs", [1, 2])
-def test_deleted_and_added_keys_reach_every_job(tmp_path, n_jobs):
-    ok(run(tmp_path, "~note", "+extra=7", "hydra.sweeper.n_trials=3", f"hydra.sweeper.n_jobs={n_jobs}"))
-    trials = rows(tmp_path)
-    assert len(trials) == 3
-    for t in trials:
-        cfg = seen(tmp_path, t["number"])
-        assert "note" not in cfg and cfg.extra == 7
 
 
 # ---------------------------------------------------------------- working dirs and storages
@@ -313,8 +295,9 @@ hydra:
 """
 
 
-@pytest.mark.parametrize("form,n_jobs", [("module", 1), ("module", 2), ("script", 1), ("script", 2),
-                                         ("config-dir", 1), ("config-dir", 2), ("config-path", 2)])
+# `python -m plainapp.app` is every other test's form
+@pytest.mark.parametrize("form,n_jobs", [("script", 1), ("script", 2), ("config-dir", 1), ("config-dir", 2),
+                                         ("config-path", 2)])
 def test_run_forms(tmp_path, form, n_jobs):
     options = []
     if form.startswith("config-"):
