@@ -10,6 +10,8 @@ from optuna.trial import TrialState
 
 from conftest import sweeper_settings
 from sweeper.ledger import ASKS, Ledger
+from sweeper.space import SpaceError
+from sweeper.study import RETRY_DELAYS, StudyError, make_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -315,36 +317,23 @@ def sleeps(monkeypatch):
     return slept
 
 
-def test_a_grid_given_an_interval_is_one_line_at_once_naming_the_param(tmp_path, sleeps):
-    from sweeper.space import SpaceError
-    from sweeper.study import make_study
-    with pytest.raises(SpaceError, match=r"^lr: sampler=grid needs params with finitely many values"):
-        make_study("s", f"sqlite:///{tmp_path}/s.db", ["minimize"], {"_target_": "optuna.samplers.GridSampler"},
-                   {"_target_": "optuna.pruners.NopPruner"}, SPACE)
-    assert sleeps == []
+GRID, TPE = {"_target_": "optuna.samplers.GridSampler"}, {"_target_": "optuna.samplers.TPESampler"}
+OPENINGS = [   # storage ({tmp}: the test's folder, {port}: one nothing listens on), sampler, error, its line, retried
+    ("sqlite:///{tmp}/s.db", GRID, SpaceError, r"^lr: sampler=grid needs params with finitely many values", False),
+    (None, {**TPE, "n_startup_trial": 5}, StudyError, r"^hydra.sweeper.sampler cannot be built: .*n_startup_trial",
+     False),
+    ("sqlite:///{tmp}/no/such/s.db", TPE, StudyError, r"cannot be opened: the folder .*/no/such does not exist",
+     False),
+    ("postgresql+psycopg://postgres@127.0.0.1:{port}/nobody", TPE, StudyError,
+     r"^hydra.sweeper.storage='postgresql.*' cannot be opened: .*", True),
+]
 
 
-def test_a_sampler_that_cannot_be_built_is_one_line_at_once(sleeps):
-    from sweeper.study import StudyError, make_study
-    with pytest.raises(StudyError, match=r"^hydra.sweeper.sampler cannot be built: .*n_startup_trial"):
-        make_study("s", None, ["minimize"], {"_target_": "optuna.samplers.TPESampler", "n_startup_trial": 5},
-                   {"_target_": "optuna.pruners.NopPruner"}, SPACE)
-    assert sleeps == []
-
-
-def test_an_sqlite_file_in_a_missing_folder_is_one_line_at_once(tmp_path, sleeps):
-    from sweeper.study import StudyError, make_study
-    with pytest.raises(StudyError, match=r"cannot be opened: the folder .*/no/such does not exist"):
-        make_study("s", f"sqlite:///{tmp_path}/no/such/s.db", ["minimize"], {"_target_": "optuna.samplers.TPESampler"},
-                   {"_target_": "optuna.pruners.NopPruner"}, SPACE)
-    assert sleeps == []
-
-
-def test_a_refused_connection_is_retried_with_back_off_then_one_line(sleeps):
+@pytest.mark.parametrize("storage,sampler,error,says,retried", OPENINGS,
+                         ids=["grid given an interval", "bad sampler", "missing folder", "refused connection"])
+def test_opening_a_study_retries_only_what_a_retry_can_cure(tmp_path, sleeps, storage, sampler, error, says, retried):
     from servers import free_port
-    from sweeper.study import RETRY_DELAYS, StudyError, make_study
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nobody"   # nothing listens there
-    with pytest.raises(StudyError, match=r"^hydra.sweeper.storage='postgresql.*' cannot be opened: .*"):
-        make_study("s", url, ["minimize"], {"_target_": "optuna.samplers.TPESampler"},
-                   {"_target_": "optuna.pruners.NopPruner"}, SPACE)
-    assert sleeps == list(RETRY_DELAYS)
+    url = storage and storage.format(tmp=tmp_path, port=free_port())
+    with pytest.raises(error, match=says):
+        make_study("s", url, ["minimize"], sampler, {"_target_": "optuna.pruners.NopPruner"}, SPACE)
+    assert sleeps == (list(RETRY_DELAYS) if retried else [])   # recorded, never waited out
