@@ -16,9 +16,10 @@ really trained; its effects (weights, BatchNorm statistics, optimizer state, ste
 undone afterwards, so replay 1 starts where eager step 1 would.
 
 RNG: dropout draws from the default CUDA generator, which every capture registers; the augmentation's generator
-`g` is registered too (by torch itself from 2.14 on, which registers every generator a capture uses and warns
-that `register_generator_state` is deprecated; older torch needs the call). A replay reads each generator's seed and offset when it starts and advances the offset by
-what the captured step used, so replay k draws what eager step k would, and re-seeding after the capture is safe.
+`g` is registered too: by torch itself from 2.14 on (it registers every generator a capture draws from, and warns
+that `register_generator_state` is deprecated), by the call here before. A replay reads each generator's seed and
+offset when it starts and advances the offset by what the captured step used, so replay k draws what eager step k
+would, and re-seeding after the capture is safe.
 
 If anything fails (an op that syncs or allocates outside the caching allocator, an optimizer without a
 graph-safe update, too little data for one batch): one warning line, the stream and the default generator are

@@ -88,12 +88,10 @@ def _retried(storage_url, call):
     for delay in (*RETRY_DELAYS, None):
         try:
             return call()
-        except RETRIED as e:
-            if delay is None:
+        except Exception as e:
+            if not isinstance(e, RETRIED) or delay is None:
                 raise StudyError(f"hydra.sweeper.storage={storage_url!r} cannot be opened: {_first_line(e)}") from None
             time.sleep(delay)
-        except Exception as e:
-            raise StudyError(f"hydra.sweeper.storage={storage_url!r} cannot be opened: {_first_line(e)}") from None
 
 
 def _check_folder(storage_url):

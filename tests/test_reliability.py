@@ -281,8 +281,10 @@ def test_damaged_data_through_the_cli_is_one_line_and_nothing_trains(tmp_path):
     assert "epoch" not in r.stdout and not (tmp_path / "run" / "model.pt").exists()
 
 
-@pytest.mark.parametrize("name,how", [("train-images-idx3-ubyte", "truncated"), ("t10k-images-idx3-ubyte", "truncated"),
-                                      ("train-labels-idx1-ubyte", "bad magic"), ("t10k-labels-idx1-ubyte", "bad magic")])
+@pytest.mark.parametrize("name,how", [("train-images-idx3-ubyte", "truncated"),
+                                      ("t10k-images-idx3-ubyte", "truncated"),
+                                      ("train-labels-idx1-ubyte", "bad magic"),
+                                      ("t10k-labels-idx1-ubyte", "bad magic")])
 def test_damaged_data_is_named(tmp_path, name, how):
     root = corrupt_copy(tmp_path / "data", name, how)
     with pytest.raises(DataError) as e:
@@ -297,7 +299,8 @@ def test_unwritable_output_dir_is_one_line(tmp_path):
     blocker.write_text("")
     r = cli(*TINY, f"hydra.run.dir={blocker}/out")
     err = r.stderr.strip()
-    assert r.returncode == 2 and len(err.splitlines()) == 1 and "hydra.run.dir" in err and "cannot be written" in err, err
+    assert r.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "hydra.run.dir" in err and "cannot be written" in err, err
 
 
 def test_unwritable_sweep_dir_is_one_line(tmp_path, capsys):

@@ -76,7 +76,8 @@ def test_cuda_graph_true_needs_cuda(tiny, tmp_path):
 
 @pytest.mark.parametrize("losses,epoch_loss,says", [
     ([2.3, float("nan"), 1e30], None, "diverged: non-finite loss at epoch 3, step 2/4; lower optimizer.lr (now 100)"),
-    ([2.3, 2.0, float("inf"), 1.0], 1e30, "diverged: non-finite loss at epoch 3, step 3/4; lower optimizer.lr (now 100)"),
+    ([2.3, 2.0, float("inf"), 1.0], 1e30,
+     "diverged: non-finite loss at epoch 3, step 3/4; lower optimizer.lr (now 100)"),
     ([1e16, 2e16, 1e16, 1e16], 1.25e16, "diverged: training loss 1.2e+16 at epoch 3; lower optimizer.lr (now 100)"),
     ([1e16, 2e16, 1e16], None, None),         # mid-epoch only a non-finite loss counts
     ([64.0, 63.0, 65.0, 64.0], 64.0, None),   # hopeless but stable (AdamW at lr 10): not diverged
