@@ -117,7 +117,8 @@ def test_an_epoch_is_full_batches_and_the_partial_one_is_dropped():
 @pytest.mark.parametrize("optimizer", ["optimizer=sgd optimizer.lr=0.01", "optimizer=adamw optimizer.lr=0.001"])
 def test_a_step_is_a_step_of_the_plain_loop(optimizer):
     """20 steps over 2 epochs of the plain loop's step (sweeper/train.py's eager_step) against Step, from the same
-    weights and generators: the same batches, augmentation, dropout masks and lr, so the same losses up to float rounding."""
+    weights and generators: the same batches, augmentation, dropout masks and lr, so the same losses up to float
+    rounding."""
     torch.set_num_threads(1)   # as train() sets it: the test's numbers do not depend on which tests ran before
     cfg = make_cfg(*optimizer.split(), "model.dropout=0.1")
     x, y = images(640)
