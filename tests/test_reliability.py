@@ -176,6 +176,7 @@ def gone(pid):
 def test_worker_processes_die_when_only_the_sweeps_pid_is_killed(tmp_path):
     # no process group kill here: a scheduler or an OOM killer kills one pid, the sweep's
     p = start(plain_cmd(tmp_path, n_trials=2, n_jobs=2), 120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
     try:
         wait_for(lambda: len(list(tmp_path.glob("seen-*.yaml"))) == 2)
         workers = children(p.pid)
@@ -183,11 +184,9 @@ def test_worker_processes_die_when_only_the_sweeps_pid_is_killed(tmp_path):
         p.kill()
         p.wait()
         wait_for(lambda: all(gone(w) for w in workers), timeout=10)
-    finally:
-        for w in children(p.pid) if p.poll() is None else []:
-            os.kill(w, signal.SIGKILL)
+    finally:   # whatever failed, no sleeping worker outlives the test
         p.kill()
-        for w in locals().get("workers", []):
+        for w in workers:
             if not gone(w):
                 os.kill(w, signal.SIGKILL)
 
