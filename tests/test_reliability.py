@@ -19,25 +19,21 @@ from omegaconf import OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from conftest import ROOT, TINY, cli, counted, make_cfg
+from test_cluster import env, sweep_cmd
+from test_plain_apps import APPS
 from sweeper.checks import ConfigError, check_config
 from sweeper.data import FILES, DataError, check_files
 from sweeper.train import CheckOutputDir, check_command
 
 S = TrialState
-APPS = ROOT / "tests" / "apps"
 
 
 def plain_cmd(tmp_path, *args, n_trials=4, n_jobs=1):
     """A sweep of the plain app (torch-free) on an SQLite study, as a user types it. x is a float interval, so no
-    two proposals are ever the same params by chance."""
-    return [sys.executable, "-m", "plainapp.app", "--multirun", f"hydra.sweep.dir={tmp_path}/sweep", f"out={tmp_path}",
-            f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db", f"hydra.sweeper.n_trials={n_trials}",
-            f"hydra.sweeper.n_jobs={n_jobs}", "x=interval(-5.0, 5.0)", *args]
-
-
-def env(sleep):
-    """Each trial sleeps this long: set in the environment, so a resume with other sleeps is the same sweep."""
-    return {**os.environ, "HYDRA_FULL_ERROR": "0", "PLAINAPP_SLEEP": str(sleep)}
+    two proposals are ever the same params by chance. Each trial sleeps as `env(sleep)` says: set in the
+    environment, so a resume with other sleeps is the same sweep."""
+    return sweep_cmd(tmp_path, f"sqlite:///{tmp_path}/study.db", f"hydra.sweeper.n_trials={n_trials}",
+                     f"hydra.sweeper.n_jobs={n_jobs}", "x=interval(-5.0, 5.0)", *args)
 
 
 def start(cmd, sleep, **kwargs):
