@@ -8,7 +8,7 @@ Two timed passes over the same N training images (the seed's rounded up to whole
   seed  what the seed's code does: torchvision's per-sample PIL transforms (RandomRotation, RandomAffine,
         ToTensor, Normalize) on torchvision's MNIST in a shuffled DataLoader, batch 64, SGD 0.01 / 0.9,
         num_workers 0 on CPU (1 with pin_memory on CUDA), torch's default thread count (the core count).
-  ours  the project's real `sweeper.train.train` at its default config (batched affine on the device,
+  ours  the project's real `sweeper.mnist.trial.train` at its default config (batched affine on the device,
         trainer.threads=1) for one epoch of N images. Its epoch time also covers evaluating 500 test
         images, so ours img/s is slightly conservative.
 Both train the reference model (8,780 params) built from the default config. The seed runs first because
@@ -34,7 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torchvision import transforms
 
-from sweeper.train import train
+from sweeper.mnist.trial import train
 
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 WARMUP_BATCHES = 5

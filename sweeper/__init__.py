@@ -1,5 +1,5 @@
 """mnist-sweeper: `sweeper.report(value, step)` lets any Hydra task swept by `hydra/sweeper: mnist_optuna` be
-pruned (see sweeper/worker.py); it does nothing outside a sweep."""
-from sweeper.worker import report
+pruned (see sweeper/engine/worker.py); it does nothing outside a sweep."""
+from sweeper.engine.worker import report
 
 __all__ = ["report"]

@@ -17,7 +17,7 @@ TINY = ["data.train_subset=2000", "data.test_subset=500", "trainer.epochs=1"]
 
 def pytest_configure(config):
     """One clear message before any test runs, instead of a download attempt failing test by test."""
-    from sweeper.data import DataError, check_files
+    from sweeper.mnist.data import DataError, check_files
     try:
         check_files(os.environ["MNIST_ROOT"])
     except DataError as e:
@@ -103,7 +103,7 @@ def counted(s):
 
 
 def sweeper_settings(**changes):
-    """The keyword arguments `hydra/sweeper: mnist_optuna` gives sweeper.sweep.OptunaSweep at its defaults."""
+    """The keyword arguments `hydra/sweeper: mnist_optuna` gives sweeper.engine.sweep.OptunaSweep at its defaults."""
     from hydra_plugins.mnist_optuna_sweeper.config import OptunaSweeperConf
     from omegaconf import OmegaConf
     cfg = OmegaConf.to_container(OmegaConf.structured(OptunaSweeperConf))

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, cli, make_cfg
-from sweeper import data
-from sweeper.checks import ConfigError
-from sweeper.data import DataError
-from sweeper.overrides import OverrideError
+from sweeper.mnist import data
+from sweeper.mnist.checks import ConfigError
+from sweeper.mnist.data import DataError
+from sweeper.mnist.overrides import OverrideError
 from sweeper.train import check_command
 
 
@@ -126,10 +126,10 @@ def test_a_failed_download_does_not_advise_the_download_it_tried(tmp_path, monke
 
 
 def test_bf16_on_a_cpu_without_bf16_units_warns_once_and_trains(tmp_path, monkeypatch, caplog):
-    import sweeper.train
-    monkeypatch.setattr(sweeper.train, "cpu_has_bf16", lambda: False)   # /proc/cpuinfo without avx512_bf16, amx_bf16
-    m = sweeper.train.train(make_cfg("data.train_subset=500", "data.test_subset=100", "trainer.epochs=1",
-                                     "trainer.precision=bf16"), str(tmp_path))
+    import sweeper.mnist.trial as trial
+    monkeypatch.setattr(trial, "cpu_has_bf16", lambda: False)   # /proc/cpuinfo without avx512_bf16, amx_bf16
+    m = trial.train(make_cfg("data.train_subset=500", "data.test_subset=100", "trainer.epochs=1",
+                             "trainer.precision=bf16"), str(tmp_path))
     [line] = [r.getMessage() for r in caplog.records if "slower than fp32" in r.getMessage()]
     assert "trainer.precision=bf16" in line and "3.7x" in line and "trainer.precision=fp32" in line
     assert m["status"] == "ok" and m["precision"] == "bf16"
@@ -137,9 +137,9 @@ def test_bf16_on_a_cpu_without_bf16_units_warns_once_and_trains(tmp_path, monkey
 
 @pytest.mark.parametrize("precision,bf16", [("fp32", False), ("auto", False), ("bf16", True)])
 def test_what_a_cpu_without_bf16_units_runs(monkeypatch, caplog, precision, bf16):
-    import sweeper.train
-    monkeypatch.setattr(sweeper.train, "cpu_has_bf16", lambda: False)
-    assert sweeper.train.pick_bf16(precision, torch.device("cpu")) is bf16     # auto picks fp32 there
+    import sweeper.mnist.trial as trial
+    monkeypatch.setattr(trial, "cpu_has_bf16", lambda: False)
+    assert trial.pick_bf16(precision, torch.device("cpu")) is bf16     # auto picks fp32 there
     assert ("slower than fp32" in caplog.text) is bf16
 
 

@@ -176,7 +176,7 @@ STUDY = [(8, 0.05, [0.985, 0.990]), (12, 0.02, [0.991, 0.9952]), (6, 0.01, [0.98
 
 
 def make_study(tmp_path, sweep, n_done):
-    """A study as sweeper.sweep leaves it: params by override key, test accuracy per epoch, user_attrs; then a pruned
+    """A study as sweeper.engine.sweep leaves it: params by override key, test accuracy per epoch, user_attrs; then a pruned
     trial and a closed duplicate. Trial 0 says it wrote the dir `sweep/0`."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
@@ -196,7 +196,7 @@ def make_study(tmp_path, sweep, n_done):
     t.suggest_int("model.width", 6, 14)
     t.report(0.9, 1)
     study.tell(t, state=optuna.trial.TrialState.PRUNED)
-    t = study.ask()                                   # how sweeper.sweep closes a duplicate ask: not a trial
+    t = study.ask()                                   # how sweeper.engine.sweep closes a duplicate ask: not a trial
     t.set_user_attr("uncounted", True)
     study.tell(t, state=optuna.trial.TrialState.FAIL)
     return storage

@@ -5,10 +5,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import make_cfg, options
-from sweeper import data
-from sweeper.model import count_params
-from sweeper.checks import ConfigError, check_config
-from sweeper.train import make_scheduler
+from sweeper.mnist import data
+from sweeper.mnist.model import count_params
+from sweeper.mnist.checks import ConfigError, check_config
+from sweeper.mnist.trial import make_scheduler
 
 GROUPS = ["model", "augment", "optimizer", "scheduler"]
 
@@ -46,7 +46,7 @@ def test_model_default_width_under_budget(option):
 
 
 def test_counting_on_the_meta_device_matches_the_built_model():
-    from sweeper.model import count
+    from sweeper.mnist.model import count
     for option, width, n in [("reference", 10, 8780), ("slim", 16, 8770), ("slim", 12, 5020), ("lean", 12, 4660)]:
         cfg = make_cfg(f"model={option}", f"model.width={width}")
         assert count(cfg.model) == count_params(instantiate(cfg.model)) == n
@@ -137,10 +137,10 @@ def test_experiments_compose_inside_the_budget(option):
 
 
 def test_the_smallest_experiment_is_the_confirmed_winner():
-    from sweeper.model import count
+    from sweeper.mnist.model import count
     cfg = make_cfg("+experiment=smallest")
     # the hunt's confirmed winner (README): under the goal of 6,000 params, in at most 15 epochs
-    assert (cfg.model._target_, cfg.model.width, cfg.trainer.epochs) == ("sweeper.model.slim", 12, 15)
+    assert (cfg.model._target_, cfg.model.width, cfg.trainer.epochs) == ("sweeper.mnist.model.slim", 12, 15)
     assert count(cfg.model) == 5020 < 6000
 
 

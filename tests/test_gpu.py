@@ -1,4 +1,4 @@
-"""The captured training step on a CUDA GPU (sweeper/cuda_graph.py): it captures and replays, replays train as the
+"""The captured training step on a CUDA GPU (sweeper/mnist/cuda_graph.py): it captures and replays, replays train as the
 plain eager loop does, and a failed capture falls back to eager training. Skipped without CUDA.
 
     python -m pytest -q -n 0 tests/test_gpu.py          # benchmarks/gpu_check.sh runs it first
@@ -10,9 +10,9 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import TINY, make_cfg
-from sweeper import cuda_graph, data
-from sweeper.static_step import Step
-from sweeper.train import eager_step, make_scheduler, train
+from sweeper.mnist import cuda_graph, data
+from sweeper.mnist.static_step import Step
+from sweeper.mnist.trial import eager_step, make_scheduler, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -123,7 +123,7 @@ def test_a_failed_capture_trains_eagerly_from_a_fresh_start(tmp_path, monkeypatc
     overrides = [*TINY, "trainer.epochs=2", "device=cuda"]
     with caplog.at_level(logging.WARNING):
         m = train(make_cfg(*overrides, "trainer.cuda_graph=true"), str(tmp_path / "fallback"))
-    warned = [r.getMessage() for r in caplog.records if r.name == "sweeper.cuda_graph"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "sweeper.mnist.cuda_graph"]
     assert len(warned) == 1 and "capture failed" in warned[0] and "\n" not in warned[0], warned
     assert m["status"] == "ok" and m["cuda_graph"] is False and m["final_test_acc"] > 0.6, m["epochs"]
     ref = train(make_cfg(*overrides, "trainer.cuda_graph=false"), str(tmp_path / "eager"))

@@ -1,4 +1,4 @@
-"""The trial ledger (sweeper/ledger.py) against in-memory Optuna studies: which trials count towards n_trials.
+"""The trial ledger (sweeper/engine/ledger.py) against in-memory Optuna studies: which trials count towards n_trials.
 Milliseconds each; the same rules under real processes are in test_reliability.py."""
 import socket
 
@@ -9,9 +9,9 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState
 
 from conftest import sweeper_settings
-from sweeper.ledger import ASKS, Ledger
-from sweeper.space import SpaceError
-from sweeper.study import RETRY_DELAYS, StudyError, make_study
+from sweeper.engine.ledger import ASKS, Ledger
+from sweeper.engine.space import SpaceError
+from sweeper.engine.study import RETRY_DELAYS, StudyError, make_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -247,7 +247,7 @@ def test_extend_is_called_with_each_asked_trial():
 
 
 def test_others_beating_are_other_sweeps_trials_that_had_a_heartbeat():
-    from sweeper.heartbeat import BEATS
+    from sweeper.engine.heartbeat import BEATS
     study = random_study()
     me, other = Ledger(study, 10, worker="host:1"), Ledger(study, 10, worker="host:2")
     mine = me.ask(SPACE)
@@ -261,7 +261,7 @@ def test_others_beating_are_other_sweeps_trials_that_had_a_heartbeat():
 
 def test_a_trial_whose_heartbeat_went_stale_is_failed_requeued_and_no_longer_counted(tmp_path):
     import time
-    from sweeper.study import open_storage
+    from sweeper.engine.study import open_storage
     storage = open_storage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=1)
     study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
     ledger = Ledger(study, 2, worker="elsewhere:1")   # another host: the pid check cannot see it
@@ -280,8 +280,8 @@ def test_a_trial_whose_heartbeat_went_stale_is_failed_requeued_and_no_longer_cou
 
 # ---------------------------------------------------------------- a result that comes too late
 def sweep_for(study, n_trials=2):
-    """The sweep's own tell path (sweeper/sweep.py) on an in-memory study, as the plugin's defaults configure it."""
-    from sweeper.sweep import OptunaSweep
+    """The sweep's own tell path (sweeper/engine/sweep.py) on an in-memory study, as the plugin's defaults configure it."""
+    from sweeper.engine.sweep import OptunaSweep
     sweep = OptunaSweep(**sweeper_settings(direction=study.direction.name.lower(), n_trials=n_trials))
     sweep.ledger, sweep.budget = Ledger(study, n_trials), None
     return sweep
@@ -289,7 +289,7 @@ def sweep_for(study, n_trials=2):
 
 @pytest.mark.parametrize("result", [("completed", 0.25), ("failed", None), ("pruned", None)])
 def test_a_late_result_from_a_sweep_that_was_only_slow_is_dropped_with_a_warning(result, caplog):
-    from sweeper.worker import JobResult
+    from sweeper.engine.worker import JobResult
     study = random_study()
     sweep = sweep_for(study)
     trial = sweep.ledger.ask(SPACE)
@@ -311,9 +311,9 @@ def test_a_late_result_from_a_sweep_that_was_only_slow_is_dropped_with_a_warning
 @pytest.fixture
 def sleeps(monkeypatch):
     """The back-off's sleeps, recorded instead of waited out."""
-    import sweeper.study
+    import sweeper.engine.study
     slept = []
-    monkeypatch.setattr(sweeper.study.time, "sleep", slept.append)
+    monkeypatch.setattr(sweeper.engine.study.time, "sleep", slept.append)
     return slept
 
 

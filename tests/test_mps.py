@@ -1,4 +1,4 @@
-"""hydra.sweeper.cuda_mps (sweeper/mps.py), with a stand-in for nvidia-cuda-mps-control: `-d` creates the control
+"""hydra.sweeper.cuda_mps (sweeper/engine/mps.py), with a stand-in for nvidia-cuda-mps-control: `-d` creates the control
 pipe file, `get_server_list` answers while it exists, `quit` removes it; every call is logged.
 
     python -m pytest -q -n 0 tests/test_mps.py
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper import mps
+from sweeper.engine import mps
 from test_plain_apps import ok, run
 
 FAKE = """#!/usr/bin/env bash
@@ -71,7 +71,7 @@ def test_auto_means_several_jobs_on_cuda():
 
 def test_a_private_daemon_serves_the_block_and_stops(short, fake, caplog):
     pipe, logs = short / "sweep" / "mps" / "pipe", short / "sweep" / "mps" / "log"
-    with caplog.at_level(logging.INFO, logger="sweeper.mps"):
+    with caplog.at_level(logging.INFO, logger="sweeper.engine.mps"):
         with mps.daemon(True, short / "sweep", 2, "cuda"):
             child = subprocess.run([sys.executable, "-c", f"import os; print(os.environ['{mps.PIPE}'])"],
                                    capture_output=True, text=True, check=True)

@@ -5,8 +5,8 @@ import shlex
 import pytest
 
 from conftest import ROOT, cli
-from sweeper.checks import ConfigError
-from sweeper.overrides import OverrideError, check
+from sweeper.mnist.checks import ConfigError
+from sweeper.mnist.overrides import OverrideError, check
 from sweeper.train import check_command
 
 REFUSED = [

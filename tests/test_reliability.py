@@ -21,8 +21,8 @@ from optuna.trial import TrialState
 from conftest import ROOT, TINY, cli, counted, make_cfg
 from test_cluster import env, sweep_cmd
 from test_plain_apps import APPS
-from sweeper.checks import ConfigError, check_config
-from sweeper.data import FILES, DataError, check_files
+from sweeper.mnist.checks import ConfigError, check_config
+from sweeper.mnist.data import FILES, DataError, check_files
 from sweeper.train import CheckOutputDir, check_command
 
 S = TrialState
@@ -238,7 +238,7 @@ def test_a_sweep_with_nothing_left_to_ask_waits_for_another_sweeps_last_trial(tm
 def test_metrics_json_is_never_half_written(tmp_path):
     # a writer rewriting a large metrics.json as fast as it can, killed at a random moment, many times
     path = tmp_path / "metrics.json"
-    writer = ("import sys; from sweeper.metrics import write_json\n"
+    writer = ("import sys; from sweeper.mnist.metrics import write_json\n"
               "i = 0\n"
               "while True:\n"
               "    i += 1; write_json(sys.argv[1], {'i': i, 'epochs': [{'test_acc': 0.5}] * 20000})\n")

@@ -1,5 +1,5 @@
-"""The search space (sweeper/space.py): Hydra's sweep grammar -> Optuna distributions, params -> overrides, and
-the study identity that guards a resumed sweep (sweeper/study.py check_identity). Milliseconds each."""
+"""The search space (sweeper/engine/space.py): Hydra's sweep grammar -> Optuna distributions, params -> overrides, and
+the study identity that guards a resumed sweep (sweeper/engine/study.py check_identity). Milliseconds each."""
 import random
 
 import optuna
@@ -8,8 +8,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from sweeper import space as sp
-from sweeper.study import IDENTITY, StudyError, check_identity
+from sweeper.engine import space as sp
+from sweeper.engine.study import IDENTITY, StudyError, check_identity
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -202,7 +202,7 @@ def test_check_identity_stores_accepts_same_and_refuses_a_change():
 
 
 def test_identity_survives_storage_so_an_unchanged_sweep_resumes(tmp_path):
-    from sweeper.study import open_storage
+    from sweeper.engine.study import open_storage
     path = str(tmp_path / "journal.log")
     identity = sp.identity(*sp.parse({}, BASE + ["lr=tag(log, interval(1e-3, 1.0))", "+b=2"]))
     check_identity(optuna.create_study(storage=open_storage(path), study_name="s"), identity, False)

@@ -1,5 +1,5 @@
-"""The CUDA-graph step's pure tensor logic, on CPU (sweeper/static_step.py): its lr table is the torch scheduler's,
-its updates are torch.optim's, and one step of it is one step of the plain loop in sweeper/train.py. Then
+"""The CUDA-graph step's pure tensor logic, on CPU (sweeper/mnist/static_step.py): its lr table is the torch scheduler's,
+its updates are torch.optim's, and one step of it is one step of the plain loop in sweeper/mnist/trial.py. Then
 cuda_graph.capture's bookkeeping around the capture, with torch.cuda's calls faked (tests/test_gpu.py does it for real).
 
     python -m pytest -q -n 0 tests/test_static_step.py
@@ -12,10 +12,10 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import make_cfg, options
-from sweeper import data
-from sweeper.cuda_graph import WARMUP_STEPS, capture, registers_generators_itself
-from sweeper.static_step import Step, graph_safe, schedule_table
-from sweeper.train import eager_step, make_scheduler
+from sweeper.mnist import data
+from sweeper.mnist.cuda_graph import WARMUP_STEPS, capture, registers_generators_itself
+from sweeper.mnist.static_step import Step, graph_safe, schedule_table
+from sweeper.mnist.trial import eager_step, make_scheduler
 
 OPTIMIZERS = ["optimizer=sgd", "optimizer=sgd optimizer.nesterov=false optimizer.weight_decay=0.01",
               "optimizer=sgd optimizer.momentum=0 optimizer.nesterov=false", "optimizer=adamw"]
@@ -116,7 +116,7 @@ def test_an_epoch_is_full_batches_and_the_partial_one_is_dropped():
 # small peak lrs: on random images a large lr turns float rounding (the updates add in another order) into 1e-3
 @pytest.mark.parametrize("optimizer", ["optimizer=sgd optimizer.lr=0.01", "optimizer=adamw optimizer.lr=0.001"])
 def test_a_step_is_a_step_of_the_plain_loop(optimizer):
-    """20 steps over 2 epochs of the plain loop's step (sweeper/train.py's eager_step) against Step, from the same
+    """20 steps over 2 epochs of the plain loop's step (sweeper/mnist/trial.py's eager_step) against Step, from the same
     weights and generators: the same batches, augmentation, dropout masks and lr, so the same losses up to float
     rounding."""
     torch.set_num_threads(1)   # as train() sets it: the test's numbers do not depend on which tests ran before

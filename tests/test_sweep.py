@@ -114,8 +114,8 @@ def test_hopeless_trials_are_pruned(tmp_path):
 def test_a_trial_is_told_as_its_metrics_json_says_it_ended(status):
     # a diverged MNIST trial raises in its job and writes why in metrics.json: the sweep tells Optuna that reason
     # (that a failed trial never stops a sweep below max_failure_rate: tests/test_plain_apps.py)
-    from sweeper.outcome import outcome
-    from sweeper.worker import JobResult
+    from sweeper.engine.outcome import outcome
+    from sweeper.engine.worker import JobResult
     m = {"status": status, "reason": "diverged: non-finite loss at epoch 1, step 3/16; lower optimizer.lr (now 1e+20)"}
     job = JobResult(status, error="TrialFailed: diverged" if status == "failed" else "TrialPruned: pruned")
     assert outcome(job, m, ["final_test_acc"], 1) == (status, None, m["reason"])

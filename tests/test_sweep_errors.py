@@ -51,6 +51,6 @@ def test_a_bad_heartbeat_setting_is_one_line_before_any_trial(tmp_path):
                                        ("cuda_mps", "maybe"), ("n_jobs", 0), ("direction", "maximise")])
 def test_bad_settings_are_refused_when_the_sweeper_is_built(key, value):
     # what the line above prints after "error: ", checked without a process each
-    from sweeper.sweep import OptunaSweep
+    from sweeper.engine.sweep import OptunaSweep
     with pytest.raises(ValueError, match=rf"^hydra.sweeper.{key}={value!r} is not allowed: "):
         OptunaSweep(**{**sweeper_settings(), key: value})

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from sweeper.train import ConfigError, Rejected, TrialFailed, train
+from sweeper.mnist.trial import ConfigError, Rejected, TrialFailed, train
 
 EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
 
@@ -83,5 +83,5 @@ def test_cuda_graph_true_needs_cuda(tiny, tmp_path):
     ([64.0, 63.0, 65.0, 64.0], 64.0, None),   # hopeless but stable (AdamW at lr 10): not diverged
 ])
 def test_divergence_takes_either_form(losses, epoch_loss, says):
-    from sweeper.train import diverged
+    from sweeper.mnist.trial import diverged
     assert diverged(torch.tensor(losses), 3, 4, 100, epoch_loss) == says

@@ -2,7 +2,7 @@
 
 The keys are hydra-optuna-sweeper's (sampler, direction, study_name, storage, n_trials, n_jobs, max_failure_rate,
 params, custom_search_space), so a search written for it runs after changing only the sweeper line; the rest
-are additions. The logic lives in sweeper/sweep.py.
+are additions. The logic lives in sweeper/engine/sweep.py.
 """
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -106,7 +106,7 @@ class OptunaSweeperConf:
     heartbeat_interval: Optional[int] = 60
     grace_period: Optional[int] = None
     cuda_mps: Any = "auto"               # auto | true | false: trial processes share a GPU through CUDA MPS (auto:
-                                         # n_jobs > 1 and the trials use CUDA); sweeper/mps.py
+                                         # n_jobs > 1 and the trials use CUDA); sweeper/engine/mps.py
 
 
 SAMPLERS = dict(tpe=TPESamplerConf, random=RandomSamplerConf, cmaes=CmaEsSamplerConf, nsgaii=NSGAIISamplerConf,

@@ -1,11 +1,11 @@
 """Hydra only loads sweepers from the hydra_plugins namespace: this shim registers the configs (config.py) and
-forwards to sweeper.sweep.OptunaSweep, where the logic lives."""
+forwards to sweeper.engine.sweep.OptunaSweep, where the logic lives."""
 import sys
 
 from hydra.plugins.sweeper import Sweeper
 
 from hydra_plugins.mnist_optuna_sweeper.config import PRUNERS, SAMPLERS, by_name, register_configs
-from sweeper.sweep import OptunaSweep, SweepError
+from sweeper.engine.sweep import OptunaSweep, SweepError
 
 register_configs()
 

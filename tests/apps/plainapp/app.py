@@ -20,11 +20,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 import sweeper
-from sweeper import metrics as mx
+from sweeper.mnist import metrics as mx
 
 
 # a global that does not pickle, as torch's do not: a launcher that pickles the task (Ray) must get it by reference,
-# as sweeper/launchers.py's `importable` gives it, since by value (cloudpickle's way for __main__) it fails
+# as sweeper/engine/launchers.py's `importable` gives it, since by value (cloudpickle's way for __main__) it fails
 _RECORDING = threading.Lock()
 
 
@@ -45,7 +45,7 @@ def main(cfg):
         if pruned:
             raise optuna.TrialPruned()
     print(f"report returned {pruned}")
-    if cfg.get("metrics"):   # sweeper/metrics.py's format, as the MNIST trial writes it: status ok, one epoch at `acc`
+    if cfg.get("metrics"):   # sweeper/mnist/metrics.py's format, as the MNIST trial writes it: status ok, one epoch at `acc`
         m = mx.new(0, [], mx.DEFAULT_BUDGET)
         m.update(status="ok", params=100, epochs=[dict(epoch=1, test_acc=cfg.acc)], final_test_acc=cfg.acc,
                  best_test_acc=cfg.acc, ended_at=time.time(), wall_seconds=time.time() - start)

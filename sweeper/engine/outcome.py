@@ -3,7 +3,7 @@
 From what the job returned (a worker.JobResult) and the metrics.json it wrote, if any (the MNIST trial does;
 a plain Hydra app does not).
 """
-from sweeper import worker
+from sweeper.engine import worker
 
 
 def outcome(result, m, objectives, n_values):

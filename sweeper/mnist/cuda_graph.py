@@ -6,9 +6,9 @@ step, captured: 85.5k). A replay launches the whole step at once.
 
     step = capture(model, opt, schedule, train_x, train_y, aug, g, bf16, batch_size, epochs, seed)
     if step is None: ...                  # it failed and said why in one warning line: train eagerly
-    step.start_epoch(perm); step.replay() # sweeper/train.py's loop; step.losses / step.correct hold the results
+    step.start_epoch(perm); step.replay() # sweeper/mnist/trial.py's loop; step.losses / step.correct hold the results
 
-The step itself is sweeper/static_step.py: gather by index, augmentation, forward, loss, backward, update and
+The step itself is sweeper/mnist/static_step.py: gather by index, augmentation, forward, loss, backward, update and
 the lr schedule, all from device tensors. Capturing follows torch's whole-network recipe: a few warm-up steps on
 a side stream (cuBLAS and cuDNN workspaces, lazy initialisation, torch.compile's compilation), grads set to None
 so backward allocates them in the graph's memory, then one step captured with torch.cuda.graph. The warm-up
@@ -30,7 +30,7 @@ import logging
 
 import torch
 
-from sweeper.static_step import Step
+from sweeper.mnist.static_step import Step
 
 log = logging.getLogger(__name__)
 WARMUP_STEPS = 3   # torch's documented whole-network example warms up with 3

@@ -2,7 +2,7 @@
 
 Optuna records heartbeats by itself only inside `study.optimize`; a sweep asks and tells, so it beats for its own
 trials here: one thread, one `record_heartbeat` per running trial every `interval` seconds. A sweep on any host
-that finds a trial silent for longer than the grace period fails and re-queues it (sweeper/ledger.py).
+that finds a trial silent for longer than the grace period fails and re-queues it (sweeper/engine/ledger.py).
 """
 import logging
 import threading

@@ -1,7 +1,7 @@
 """Read trials into records: trial dirs on disk, and the trials of an Optuna study.
 
 `python -m sweeper.compare` shows a sweep from what it left behind, whether it finished, was killed or is still
-running: each trial dir (and each study trial) becomes one flat record (`sweeper.metrics.new_record`), whatever
+running: each trial dir (and each study trial) becomes one flat record (`sweeper.mnist.metrics.new_record`), whatever
 state it is in, and a study fills the gaps of the dirs it ran. Nothing here prints a table or draws a plot.
 """
 import json
@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-from sweeper.metrics import (DEFAULT_BUDGET, confirmation_dirs, first_at_target, from_metrics, new_record, over_seeds,
+from sweeper.mnist.metrics import (DEFAULT_BUDGET, confirmation_dirs, first_at_target, from_metrics, new_record, over_seeds,
                              read)
 
 
@@ -112,7 +112,7 @@ def read_study(storage, name):
     for t in study.trials:
         ua = t.user_attrs
         if ua.get("uncounted") and not ua.get("dir"):
-            continue   # a duplicate or surplus ask that sweeper.sweep closed at once: bookkeeping, not a trial
+            continue   # a duplicate or surplus ask that sweeper.engine.sweep closed at once: bookkeeping, not a trial
         curve = [v for _, v in sorted(t.intermediate_values.items())]   # the test accuracy reported after each epoch
         value = t.value if single else t.values
         final = ua.get("final_test_acc", curve[-1] if curve else value if maximize else None)

@@ -9,15 +9,13 @@ from PATH fills the gaps of that dir's record and gives it its trial number; the
 import argparse
 import csv
 import json
-import signal
-import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
 
-from sweeper.metrics import FIELDS, is_hit
-from sweeper.plots import write_plots
-from sweeper.records import find_trial_dirs, merge, read_study, read_trial, warn
+from sweeper.mnist.metrics import FIELDS, is_hit
+from sweeper.compare.plots import write_plots
+from sweeper.compare.records import find_trial_dirs, merge, read_study, read_trial, warn
 
 WIDTH = 100        # the table fits a 100-column terminal; varying overrides that don't fit are named below it
 CUT = 12           # override headers and values are cut to this many characters in the table (not in CSV/JSON)
@@ -293,8 +291,3 @@ def main(argv=None):
     print(legend(records))
     print(summary(records))
     return rc
-
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the table quietly, not with a traceback
-    sys.exit(main())

@@ -4,7 +4,7 @@ matplotlib (and Optuna's plotting) is imported only when plots are asked for: th
 """
 import warnings
 
-from sweeper.records import warn
+from sweeper.compare.records import warn
 
 
 def save(fig, path, plt):

@@ -22,7 +22,7 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from sweeper.heartbeat import BEATS
+from sweeper.engine.heartbeat import BEATS
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"   # which sweep process runs a trial (user_attrs["worker"])
 ASKS = 20   # duplicate proposals in a row before the search space is taken as exhausted
@@ -53,7 +53,7 @@ class Ledger:
         if self.stop_reason or len(self.counted()) >= self.n_trials:
             return None
         for _ in range(ASKS):
-            with warnings.catch_warnings():   # the sweep beats for its asked trials itself (sweeper/heartbeat.py)
+            with warnings.catch_warnings():   # the sweep beats for its asked trials itself (sweeper/engine/heartbeat.py)
                 warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
                 trial = self.study.ask(space)
             if self.extend is not None:

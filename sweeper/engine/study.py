@@ -13,8 +13,8 @@ import sqlalchemy.exc
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
-from sweeper import space as sp
-from sweeper.ledger import requeue_stale
+from sweeper.engine import space as sp
+from sweeper.engine.ledger import requeue_stale
 
 IDENTITY = "mnist_sweeper:identity"   # the study's user_attr holding space.identity(...)
 

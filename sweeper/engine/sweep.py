@@ -2,13 +2,13 @@
 
 The task returns a float, or one float per direction. What this sweeper adds to hydra-optuna-sweeper:
 
-- pruning through `sweeper.report(value, step)` (sweeper/worker.py), in-process and in other processes;
+- pruning through `sweeper.report(value, step)` (sweeper/engine/worker.py), in-process and in other processes;
 - resume: `n_trials` is the study's total, trial dirs are named by trial number, a trial left RUNNING by a
-  dead or interrupted sweep is failed and re-queued (sweeper/ledger.py), a seeded sampler is re-seeded past
-  the trials it has seen, and a study refuses a sweep with another search space (sweeper/study.py);
+  dead or interrupted sweep is failed and re-queued (sweeper/engine/ledger.py), a seeded sampler is re-seeded past
+  the trials it has seen, and a study refuses a sweep with another search space (sweeper/engine/study.py);
 - `n_jobs` trials at once (worker processes, or jobs of any other Hydra launcher: Ray, submitit, joblib), a
   new one started as soon as one ends;
-- heartbeats in an RDB storage (sweeper/heartbeat.py), so a sweep on any host re-runs the trials of one that died;
+- heartbeats in an RDB storage (sweeper/engine/heartbeat.py), so a sweep on any host re-runs the trials of one that died;
 - for trials that write `metrics.json` (the MNIST trial): budget constraints, `objectives` read from it,
   hits and `stop_after_hits`.
 
@@ -26,12 +26,12 @@ from pathlib import Path
 from omegaconf import ListConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweeper import metrics as mx
-from sweeper import launchers, mps, results, space as sp, worker
-from sweeper.heartbeat import Heartbeat
-from sweeper.ledger import Ledger
-from sweeper.outcome import outcome
-from sweeper.study import StudyError, absolute_url, check_identity, make_study
+from sweeper.mnist import metrics as mx
+from sweeper.engine import launchers, mps, results, space as sp, worker
+from sweeper.engine.heartbeat import Heartbeat
+from sweeper.engine.ledger import Ledger
+from sweeper.engine.outcome import outcome
+from sweeper.engine.study import StudyError, absolute_url, check_identity, make_study
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ class OptunaSweep:
     def reject_over_budget(self, study, trial, overrides, job_dir):
         """Count the proposal's model from its composed config (no weights allocated) and, over budget, reject
         it here: no process starts and no n_jobs slot waits. Its job dir still gets a `rejected` metrics.json."""
-        from sweeper.model import count   # torch: only for apps with a budget
+        from sweeper.mnist.model import count   # torch: only for apps with a budget
         try:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             max_params = OmegaConf.select(cfg, "budget.max_params")

@@ -1,4 +1,4 @@
-"""The training step with static shapes and no host work: what sweeper/cuda_graph.py captures once and replays.
+"""The training step with static shapes and no host work: what sweeper/mnist/cuda_graph.py captures once and replays.
 
     step = Step(model, opt, schedule, train_x, train_y, aug, g, bf16, batch_size, epochs)
     step.start_epoch(perm)      # this epoch's batches in; its losses and correct count zeroed
@@ -24,7 +24,7 @@ Nothing here syncs with the host or needs CUDA: on CPU the step runs eagerly, wh
 import torch
 import torch.nn.functional as F
 
-from sweeper import data
+from sweeper.mnist import data
 
 
 def schedule_table(schedule, total):
@@ -121,7 +121,7 @@ def graph_safe(opt, params, table):
 
 
 class Step:
-    """One training step from device state alone, as the plain loop in sweeper/train.py does it eagerly."""
+    """One training step from device state alone, as the plain loop in sweeper/mnist/trial.py does it eagerly."""
 
     def __init__(self, model, opt, schedule, train_x, train_y, aug, g, bf16, batch_size, epochs):
         self.steps = len(train_y) // batch_size

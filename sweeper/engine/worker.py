@@ -71,7 +71,7 @@ def _trial():
         import optuna
         from hydra.utils import instantiate
 
-        from sweeper.study import open_storage
+        from sweeper.engine.study import open_storage
         s = json.loads(spec)
         study = optuna.load_study(study_name=s["study"], storage=open_storage(s["storage"]),
                                   pruner=instantiate(s["pruner"]))
