@@ -64,6 +64,7 @@ hydra:
   sweep:
     dir: {dir}
   sweeper:
+    policy: sweeper.mnist.policy.MnistPolicy
     direction: maximize
     study_name: tiny
     storage: {storage}

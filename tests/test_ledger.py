@@ -281,9 +281,10 @@ def test_a_trial_whose_heartbeat_went_stale_is_failed_requeued_and_no_longer_cou
 # ---------------------------------------------------------------- a result that comes too late
 def sweep_for(study, n_trials=2):
     """The sweep's own tell path (sweeper/engine/sweep.py) on an in-memory study, as the plugin's defaults configure it."""
+    from sweeper.engine.policy import SweepInfo, TaskValue
     from sweeper.engine.sweep import OptunaSweep
     sweep = OptunaSweep(**sweeper_settings(direction=study.direction.name.lower(), n_trials=n_trials))
-    sweep.ledger, sweep.budget = Ledger(study, n_trials), None
+    sweep.ledger, sweep.policy = Ledger(study, n_trials), TaskValue(SweepInfo({}, 1, None, None))
     return sweep
 
 
@@ -297,7 +298,7 @@ def test_a_late_result_from_a_sweep_that_was_only_slow_is_dropped_with_a_warning
     study.tell(trial.number, state=TrialState.FAIL)
     study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
     status, value = result
-    sweep.tell(study, trial, [(JobResult(status, value, error=None if value else f"{status} late"), None)])
+    sweep.tell(study, trial, sweep.policy.judge(JobResult(status, value, error=None if value else f"{status} late"), None))
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert f"trial {trial.number} was failed by another sweep" in warning and "result is dropped" in warning
     assert study.trials[trial.number].state == TrialState.FAIL and study.trials[trial.number].user_attrs == {

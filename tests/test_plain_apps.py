@@ -31,15 +31,15 @@ PRUNING = ["steps=3", "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_sta
            "hydra.sweeper.pruner.n_warmup_steps=0"]
 
 
-def run(tmp_path, *args, form="module", cwd=None, multirun=True, options=()):
+def run(tmp_path, *args, form="module", cwd=None, multirun=True, options=(), env=None):
     """The command a user types, with the sweep dir and the app's `out` under tmp_path; `options` (--config-dir
-    ...) go before the overrides."""
+    ...) go before the overrides; `env`: more environment variables."""
     cmd = [sys.executable, "-m", "plainapp.app"] if form == "module" else [sys.executable, "app.py"]
     cwd = cwd or (APPS if form == "module" else APPS / "plainapp")
     where = [f"hydra.sweep.dir={tmp_path}/sweep"] if multirun else [f"hydra.run.dir={tmp_path}/run"]
     return subprocess.run([*cmd, *(["--multirun"] if multirun else []), *options, *where, f"out={tmp_path}", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+                          env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})})
 
 
 def ok(r):
@@ -227,6 +227,7 @@ def test_parallel_jobs_overlap(tmp_path):
                                                                     "value": int(float(t["value"]))}
         ran[t["number"]] = json.loads((tmp_path / f"ran-{t['number']}.json").read_text())
     assert len({r["pid"] for r in ran.values()}) == 2   # each job in a process of its own
+    assert not any(r["torch"] for r in ran.values())    # the engine, and what every Hydra run imports, is torch-free
     overlaps = [min(a["end"], b["end"]) - max(a["start"], b["start"]) for i, a in ran.items()
                 for j, b in ran.items() if i < j]
     assert max(overlaps) > 0, ran   # two jobs slept at the same time: run one after the other, this is < 0
@@ -362,7 +363,8 @@ def test_resume_continues_the_study(tmp_path):
 
 def test_stop_after_hits_stops_at_exactly_that_many_hits(tmp_path):
     # the app writes a metrics.json whose final_test_acc is `acc`: the config decides which trials hit (>= 99.4 %)
-    r = ok(run(tmp_path, "metrics=true", "acc=choice(0.5, 0.999)", "x=choice(0, 1, 2)", "y=0",
+    r = ok(run(tmp_path, "metrics=true", "hydra.sweeper.policy=sweeper.mnist.policy.MnistPolicy",
+               "acc=choice(0.5, 0.999)", "x=choice(0, 1, 2)", "y=0",
                "hydra/sweeper/sampler=grid", "hydra.sweeper.stop_after_hits=2", "hydra.sweeper.n_trials=6"))
     trials = rows(tmp_path)
     assert [t["hit"] for t in trials] == [str(float(t["acc"]) == 0.999) for t in trials]

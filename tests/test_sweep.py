@@ -111,14 +111,19 @@ def test_hopeless_trials_are_pruned(tmp_path):
 
 
 @pytest.mark.parametrize("status", ["failed", "pruned"])
-def test_a_trial_is_told_as_its_metrics_json_says_it_ended(status):
+def test_a_trial_is_told_as_its_metrics_json_says_it_ended(status, tmp_path):
     # a diverged MNIST trial raises in its job and writes why in metrics.json: the sweep tells Optuna that reason
     # (that a failed trial never stops a sweep below max_failure_rate: tests/test_plain_apps.py)
-    from sweeper.engine.outcome import outcome
+    from sweeper.engine.policy import SweepInfo
     from sweeper.engine.worker import JobResult
+    from sweeper.mnist.metrics import write_json
+    from sweeper.mnist.policy import MnistPolicy
     m = {"status": status, "reason": "diverged: non-finite loss at epoch 1, step 3/16; lower optimizer.lr (now 1e+20)"}
+    write_json(tmp_path / "metrics.json", m)
     job = JobResult(status, error="TrialFailed: diverged" if status == "failed" else "TrialPruned: pruned")
-    assert outcome(job, m, ["final_test_acc"], 1) == (status, None, m["reason"])
+    policy = MnistPolicy(SweepInfo(dict(objectives=["final_test_acc"]), 1, OmegaConf.create({}), None))
+    verdict = policy.judge(job, tmp_path)
+    assert (verdict.status, verdict.values, verdict.reason) == (status, None, m["reason"])
 
 
 @pytest.mark.slow

@@ -31,8 +31,8 @@ def test_a_plain_app_with_its_own_model_and_budget_keys_is_not_counted(tmp_path)
 
 def test_an_objective_the_metrics_lack_fails_the_trial_with_one_line(tmp_path):
     # the app writes a metrics.json (as the MNIST trial does) without the field named as the objective
-    r = ok(run(tmp_path, "metrics=true", "hydra.sweeper.objectives=[val_loss]", "hydra.sweeper.max_failure_rate=1.0",
-               "hydra.sweeper.n_trials=2"))
+    r = ok(run(tmp_path, "metrics=true", "hydra.sweeper.policy=sweeper.mnist.policy.MnistPolicy",
+               "hydra.sweeper.objectives=[val_loss]", "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.n_trials=2"))
     table = rows(tmp_path)
     assert [t["state"] for t in table] == ["FAIL", "FAIL"]
     assert all("metrics.json has no number for hydra.sweeper.objectives ['val_loss']" in t["reason"] for t in table)

@@ -95,7 +95,9 @@ class OptunaSweeperConf:
     params: Optional[Dict[str, str]] = None
     custom_search_space: Optional[str] = None      # "module.fn": fn(cfg, trial) suggests more params
     # additions
-    objectives: Optional[List[str]] = None         # metrics.json fields, one per direction; null: the task's return
+    policy: Optional[str] = None         # module.Class judging each trial (sweeper/engine/policy.py); null: the
+                                         # task's return value. The MNIST searches: sweeper.mnist.policy.MnistPolicy
+    objectives: Optional[List[str]] = None         # one name per direction (MnistPolicy: metrics.json fields)
     stop_after_hits: Optional[int] = None          # stop once this many trials meet all three budget constraints
     require_target: bool = False         # make final_test_acc >= budget.target_acc a constraint
     accept_changes: bool = False         # resume a stored study although its search space or fixed overrides differ

@@ -10,25 +10,16 @@ import os
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-# the MNIST trial's extras, read from its metrics.json (user_attrs): columns only when some trial has them
-EXTRAS = ["params", "epochs", "hit", "seeds", "min_final_test_acc"]
-
-
-def value_names(objectives, n):
-    """One column per objective: the metrics.json field it comes from, else Optuna's own `value` / `values_i`."""
-    if objectives:
-        return list(objectives)
-    return ["value"] if n == 1 else [f"values_{i}" for i in range(n)]
-
-
-def write_trials_csv(study, path, objectives):
+def write_trials_csv(study, path, value_names, extras=()):
+    """`value_names`: one per objective, the value columns; `extras`: user attrs to show as columns where some trial
+    has them (both the sweep policy's, sweeper/engine/policy.py)."""
     # not trials to report: re-queued params that have not run yet (WAITING), and duplicate or surplus asks
     # the ledger closed before they ran (uncounted, no dir)
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING
               and not (t.user_attrs.get("uncounted") and "dir" not in t.user_attrs)]
     names = list(dict.fromkeys(k for t in trials for k in t.params))
-    values = value_names(objectives, len(study.directions))
-    extras = [k for k in EXTRAS if k not in values and any(k in t.user_attrs for t in trials)]
+    values = list(value_names)
+    extras = [k for k in extras if k not in values and any(k in t.user_attrs for t in trials)]
     tmp = f"{path}.tmp{os.getpid()}"   # two sweeps may share a sweep dir
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
@@ -53,9 +44,9 @@ def best(study):
     return dict(name="optuna", solutions=solutions) if solutions else None
 
 
-def write_outputs(study, sweep_dir, objectives):
+def write_outputs(study, sweep_dir, policy):
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_trials_csv(study, sweep_dir / "trials.csv", objectives)
+    write_trials_csv(study, sweep_dir / "trials.csv", policy.names, policy.columns)
     results = best(study)
     if results is not None:
         tmp = sweep_dir / f"optimization_results.yaml.tmp{os.getpid()}"

@@ -50,8 +50,9 @@ RETRIED = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError, sqlal
 RETRY_DELAYS = (0.5, 1.5, 2.5, 3.5)   # seconds before each try after the first
 
 
-def make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space, heartbeat=(None, None)):
-    """heartbeat: (interval, grace period) in seconds, for an RDB storage. Raises StudyError or space.SpaceError."""
+def make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space, heartbeat=(None, None), names=None):
+    """heartbeat: (interval, grace period) in seconds, for an RDB storage. names: the objectives' names, stored
+    with the study (optuna-dashboard shows them). Raises StudyError or space.SpaceError."""
     _check_folder(storage_url)
     storage = _retried(storage_url, lambda: open_storage(storage_url, *heartbeat))
     seen = 0
@@ -65,9 +66,14 @@ def make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space, he
         # a resumed study would otherwise replay the first run's random proposals
         sampler_cfg["seed"] += seen
     sampler, pruner = _build("sampler", sampler_cfg, **kwargs), _build("pruner", pruner_cfg)
-    return _retried(storage_url, lambda: optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
-                                                             study_name=name, directions=directions,
-                                                             load_if_exists=True))
+    study = _retried(storage_url, lambda: optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
+                                                              study_name=name, directions=directions,
+                                                              load_if_exists=True))
+    if names and study.metric_names != list(names):
+        with warnings.catch_warnings():   # "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            _retried(storage_url, lambda: study.set_metric_names(list(names)))
+    return study
 
 
 def _build(key, cfg, **kwargs):

@@ -17,7 +17,6 @@ A job in a worker process is a plain `python app.py overrides` run; the `SaveRet
 task returned (or raised) to `job_return.json` in its dir, for the sweep to read.
 """
 import json
-import math
 import os
 import signal
 import subprocess
@@ -123,37 +122,33 @@ def from_job_return(ret):
     return from_exception(ret._return_value)
 
 
-def as_values(value, n):
-    """The task's return value -> (one float per direction, None), or (None, what is wrong with it)."""
-    items = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
-    want = "a float" if n == 1 else f"a list of {n} floats, one per direction"
+def save_return(run_dir, result):
+    """Write how a job ended (a JobResult) to RETURN_FILE in its dir: `{"status": "completed", "value": ...}` or
+    `{"status": "pruned" | "failed", "error": "one line"}`. compare reads it back."""
+    if result.status == "completed":
+        record = dict(status="completed", value=_jsonable(result.value))
+    else:
+        record = dict(status=result.status, error=result.error)
+    (Path(run_dir) / RETURN_FILE).write_text(json.dumps(record))
+
+
+def _jsonable(value):
     try:
-        floats = [float(v) for v in items]
+        json.dumps(value)
+        return value
+    except TypeError:
+        pass
+    try:   # numpy and torch scalars, and lists of them
+        return [float(v) for v in value] if isinstance(value, (list, tuple, ListConfig)) else float(value)
     except (TypeError, ValueError):
-        return None, f"the task returned {value!r}; a sweep needs {want}"
-    if len(floats) != n:
-        return None, f"the task returned {len(floats)} values ({value!r}); a sweep needs {want}"
-    if not all(math.isfinite(v) for v in floats):
-        return None, f"the task returned {value!r}, which is not finite"
-    return floats, None
+        return repr(value)   # the sweep says what it got and why it is not an objective
 
 
 class SaveReturn(Callback):
     """Added to a worker's command line: write the task's return value or exception to RETURN_FILE."""
 
     def on_job_end(self, config, job_return, **kwargs):
-        out = Path(job_return.hydra_cfg.hydra.runtime.output_dir) / RETURN_FILE
-        if job_return.status.name == "COMPLETED":
-            value = job_return._return_value
-            try:
-                json.dumps(value)
-            except TypeError:
-                value = repr(value)   # the sweep says what it got and why it is not an objective
-            record = dict(status="completed", value=value)
-        else:
-            r = from_exception(job_return._return_value)
-            record = dict(status=r.status, error=r.error)
-        out.write_text(json.dumps(record))
+        save_return(job_return.hydra_cfg.hydra.runtime.output_dir, from_job_return(job_return))
 
 
 # ---------------------------------------------------------------- a job in a worker process
@@ -174,7 +169,8 @@ def command(config, overrides, job_dir, number):
     app += [o for o in hc.overrides.hydra
             if not o.lstrip("+~").startswith(("hydra.sweep", "hydra/sweeper", "hydra.mode", "hydra.run.dir",
                                               "hydra.job.num"))]
-    return [sys.executable, *app, *overrides, f"hydra.run.dir={job_dir}", f"hydra.job.num={number}",
+    # one job, whatever the app's config says of hydra.mode (searches written for the template set MULTIRUN)
+    return [sys.executable, *app, *overrides, "hydra.mode=RUN", f"hydra.run.dir={job_dir}", f"hydra.job.num={number}",
             f"++hydra.callbacks.mnist_sweeper_return._target_={SaveReturn.__module__}.SaveReturn"]
 
 

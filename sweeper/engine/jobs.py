@@ -1,0 +1,43 @@
+"""How a sweep has one job run: in a worker process (basic launcher, n_jobs > 1), in its own process (basic
+launcher, n_jobs=1), or as a job of any other Hydra launcher (Ray, submitit, joblib), one job per call from
+n_jobs slots at once. Whoever ran it, the job's dir ends up with `job_return.json` (sweeper/engine/worker.py).
+"""
+import contextlib
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from sweeper.engine import launchers, worker
+
+
+class Jobs:
+    def __init__(self, hydra_context, task_function, config, n_jobs, prune_guard, pruner_cfg):
+        self.config, self.n_jobs, self.prune_guard = config, n_jobs, prune_guard
+        self.pruner = OmegaConf.to_container(pruner_cfg) if OmegaConf.is_config(pruner_cfg) else pruner_cfg
+        self.launcher = launchers.make(hydra_context, task_function, config)
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        self.basic = type(self.launcher).__name__ == "BasicLauncher"
+        self.in_process = n_jobs == 1 and self.basic
+        self.storage_url = None   # set by the sweep once its storage is known: how other processes reach a trial
+
+    def warm_up(self):
+        if not self.basic and self.n_jobs > 1:
+            launchers.warm_up(self.launcher)
+
+    def run(self, overrides, job_dir, number, trial=None, study=None):
+        """Run one job in `job_dir` (under the sweep dir) -> (JobResult, the dir it ran in). Only a trial's own run
+        reports to its Optuna trial (`trial`, `study`); more runs of the same trial (another seed) do not."""
+        spec = worker.spec(self.storage_url, study, trial, self.pruner, self.prune_guard) \
+            if trial is not None and self.storage_url else ""
+        if self.n_jobs > 1 and self.basic:
+            return worker.run(self.config, overrides, job_dir, number, spec), job_dir
+        if spec and not self.in_process:   # another launcher runs the job elsewhere: Hydra sets this there
+            overrides = overrides + [f"++hydra.job.env_set.{worker.TRIAL_ENV}='{spec}'"]
+        if job_dir.parent != self.sweep_dir:   # another run of a trial, inside its trial's dir
+            overrides = overrides + [f"hydra.sweep.subdir={job_dir.relative_to(self.sweep_dir)}"]
+        with worker.bound(trial, self.prune_guard) if trial is not None else contextlib.nullcontext():
+            [ret] = self.launcher.launch([overrides], initial_job_idx=number)   # the basic one: in this process
+        result, run_dir = worker.from_job_return(ret), Path(ret.hydra_cfg.hydra.runtime.output_dir)
+        if not (run_dir / worker.RETURN_FILE).exists():   # a worker process writes its own
+            worker.save_return(run_dir, result)
+        return result, run_dir
