@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from sweeper.mnist.trial import ConfigError, Rejected, TrialFailed, train
+from sweeper.mnist.checks import ConfigError
+from sweeper.mnist.trial import Rejected, TrialFailed, train
 
 EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
 

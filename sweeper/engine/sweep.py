@@ -95,15 +95,7 @@ class OptunaSweep:
                                                                    self.config, compose))
         except ValueError as e:
             raise SweepError(str(e)) from None
-        extend = None
-        if self.custom_search_space:
-            module, _, name = self.custom_search_space.rpartition(".")
-            try:
-                fn = getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError, ValueError) as e:
-                raise SweepError(f"hydra.sweeper.custom_search_space={self.custom_search_space!r} cannot be "
-                                 f"loaded ({e}); give module.function, importable from here") from None
-            extend = lambda trial: fn(self.config, trial)  # noqa: E731
+        extend = _custom_search_space(self.custom_search_space, self.config)
         storage_url = self.storage
         self.jobs = Jobs(self.hydra_context, self.task_function, self.config, self.n_jobs, self.prune_guard,
                          self.pruner_cfg)
@@ -254,6 +246,19 @@ class OptunaSweep:
         return sum(t.state == TrialState.FAIL for t in done) > self.max_failure_rate * self.n_trials
 
 
+def _custom_search_space(path, config):
+    """hydra.sweeper.custom_search_space (module.function) -> extend(trial), or None."""
+    if not path:
+        return None
+    module, _, name = path.rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise SweepError(f"hydra.sweeper.custom_search_space={path!r} cannot be loaded ({e}); give module.function, "
+                         f"importable from here") from None
+    return lambda trial: fn(config, trial)
+
+
 def _earlier_dirs(finished, sweep_dir):
     """A resumed study's trials that ran in other sweep dirs (a timestamped hydra.sweep.dir): say where."""
     dirs = {str(Path(t.user_attrs["dir"]).parent) for t in finished if t.user_attrs.get("dir")}
@@ -264,7 +269,3 @@ def _earlier_dirs(finished, sweep_dir):
 def _check(ok, key, value, allowed):
     if not ok:
         raise ValueError(f"hydra.sweeper.{key}={value!r} is not allowed: {allowed}")
-
-
-def _plain(cfg):
-    return OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from sweeper.mnist import cuda_graph, data
 from sweeper.mnist import metrics as mx
-from sweeper.mnist.checks import ConfigError, check, check_config
+from sweeper.mnist.checks import check, check_config
 from sweeper.mnist.model import count
 
 log = logging.getLogger(__name__)
