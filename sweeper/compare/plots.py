@@ -13,10 +13,12 @@ def save(fig, path, plt):
     return path
 
 
-def plot_curves(rows, path, plt):
+def accuracy_axes(rows, plt):
+    """Test accuracy per epoch and the target line, unsaved (tests look at what was drawn); None when no trial
+    has finished an epoch."""
     rows = [r for r in rows if r["test_acc"]]
     if not rows:
-        return warn(f"skipping {path}: no trial has finished an epoch")
+        return None
     target = 100 * rows[0]["budget"]["target_acc"]
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, r in enumerate(rows):
@@ -25,14 +27,23 @@ def plot_curves(rows, path, plt):
         ax.plot(range(1, len(acc) + 1), acc, marker=".", lw=2 if r["hit"] else 1, alpha=1 if r["hit"] else 0.7,
                 label=f"{r['label']} ({acc[-1]:.2f})" if i < 10 else "_nolegend_")
     ax.axhline(target, color="red", ls="--", lw=1, label=f"target {target:.1f} %")
-    # zoom on where the named trials end, the part worth comparing; early epochs and weaker trials fall below
-    low = min(100 * r["test_acc"][-1] for r in rows[:10])
-    ax.set_ylim(max(0, low - 0.5), min(100, max(target, max(100 * max(r["test_acc"]) for r in rows)) + 0.2))
+    # every point drawn stays in view, however weak the trial, and the target line keeps off the top border
+    points = [100 * a for r in rows for a in r["test_acc"]]
+    low, high = min(points), max(*points, target)
+    pad = max(0.2, 0.05 * (high - low))
+    ax.set_ylim(low - pad, high + pad)
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy per epoch")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    return save(fig, path, plt)
+    return fig, ax
+
+
+def plot_curves(rows, path, plt):
+    drawn = accuracy_axes(rows, plt)
+    if drawn is None:
+        return warn(f"skipping {path}: no trial has finished an epoch")
+    return save(drawn[0], path, plt)
 
 
 def plot_params(rows, path, plt):
