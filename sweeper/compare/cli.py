@@ -1,8 +1,8 @@
 """Compare trials: `python -m sweeper.compare PATH [PATH ...] [--storage URL --study NAME] [options]`.
 
-PATH is a trial dir (a Hydra job output dir: `.hydra/` from the start, `metrics.json` once the trial has ended),
-a multirun dir, or any folder above them. Every trial becomes one flat record; the records are printed as one
-table sorted by the objective (final test accuracy) and can be written to CSV/JSON and plotted.
+PATH is a trial dir (a Hydra job output dir: `.hydra/` from the start, `metrics.json` or `job_return.json` once the
+trial has ended), a multirun dir, or any folder above them. Every trial becomes one flat record; the records are
+printed as one table sorted by the objective, best first, and can be written to CSV/JSON and plotted.
 An Optuna study (--storage/--study) adds its trials: a study trial whose user_attrs["dir"] is a trial dir read
 from PATH fills the gaps of that dir's record and gives it its trial number; the others are listed on their own.
 """
@@ -14,31 +14,39 @@ from pathlib import Path
 
 from sweeper.mnist.metrics import FIELDS, is_hit
 from sweeper.compare.plots import write_plots
-from sweeper.compare.records import find_trial_dirs, merge, read_study, read_trial, warn
-from sweeper.compare.table import WIDTH, format_table, labels, legend, override_keys, sort_records, summary
+from sweeper.compare.records import find_trial_dirs, merge, names_for, read_study, read_trials, warn
+from sweeper.compare.table import (WIDTH, format_table, labels, legend, mnist_view, objectives, override_keys,
+                                   sort_records, summary, value_of)
 
 
 # -----------------------------------------------------------------------------
 # CSV and JSON
 
-def export(r):
-    return {k: r[k] for k in FIELDS}
+def fields(cols):
+    """The CSV/JSON fields: metrics.json's (the MNIST view), or any app's, its values under their names."""
+    return FIELDS if cols is None else ["trial", "sweep", "status", *cols, "reason", "dir"]
 
 
-def to_csv(rows, path):
+def export(r, cols):
+    return {k: value_of(r, k) if cols and k in cols else r[k] for k in fields(cols)}
+
+
+def to_csv(rows, path, cols):
     """One row per trial: the fields, then one column per override key (empty where a trial doesn't set it)."""
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS + override_keys(rows))
+        w = csv.DictWriter(f, fieldnames=fields(cols) + override_keys(rows))
         w.writeheader()
         for r in rows:
-            w.writerow({**export(r), **r["overrides"]})
+            w.writerow({**export(r, cols), **r["overrides"]})
 
 
-def to_json(rows, path):
-    """One object per trial: the fields, its overrides, its budget and its test accuracy after each epoch."""
+def to_json(rows, path, cols):
+    """One object per trial: the fields and its overrides; then the MNIST trial's budget and test accuracy after
+    each epoch, or any app's [step, value] pairs it reported (sweeper.report)."""
+    def extra(r):
+        return dict(budget=r["budget"], test_acc=r["test_acc"]) if cols is None else dict(reported=r["reported"])
     with open(path, "w") as f:
-        json.dump([{**export(r), "overrides": r["overrides"], "budget": r["budget"], "test_acc": r["test_acc"]}
-                   for r in rows], f, indent=2)
+        json.dump([{**export(r, cols), "overrides": r["overrides"], **extra(r)} for r in rows], f, indent=2)
 
 
 # -----------------------------------------------------------------------------
@@ -48,8 +56,9 @@ def parse_args(argv):
         prog="python -m sweeper.compare", description=__doc__.split("\n\n")[1].strip(),
         epilog="example: python -m sweeper.compare outputs/multirun --only-hits --csv trials.csv --plot plots")
     p.add_argument("paths", nargs="*", metavar="PATH", help="a trial dir, a multirun dir, or a folder above them")
-    p.add_argument("--sort", metavar="KEY", default="final_test_acc",
-                   help="a table header, CSV field or override key (default: final test accuracy, best first)")
+    p.add_argument("--sort", metavar="KEY",
+                   help="a value column, table header, CSV field or override key (default: the objective, best "
+                        "first: final test accuracy for trials that write metrics.json)")
     p.add_argument("--only-hits", action="store_true", help="show (and write) only the trials that meet all three "
                                                             "constraints")
     p.add_argument("--csv", metavar="FILE", help="write one row per trial shown, with all its overrides")
@@ -65,21 +74,26 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    records, seen = [], set()
-    for path in map(Path, args.paths):
+def read_dirs(paths):
+    dirs, seen = [], set()
+    for path in map(Path, paths):
         if not path.is_dir():
             warn(f"{path}: {'not a directory' if path.exists() else 'no such directory'}")
             continue
         found = find_trial_dirs(path)
         if not found:
-            warn(f"{path}: no trials here (a trial dir holds .hydra/ or metrics.json)")
+            warn(f"{path}: no trials here (a trial dir holds .hydra/, metrics.json or job_return.json)")
         for d in found:
             if d.resolve() not in seen:   # the same trial reached through two PATHs is shown once
                 seen.add(d.resolve())
-                records.append(read_trial(d))
-    study = None
+                dirs.append(d)
+    return read_trials(dirs)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    records = read_dirs(args.paths)
+    study = study_names = None
     if args.storage:
         try:
             study, study_records = read_study(args.storage, args.study)
@@ -89,6 +103,9 @@ def main(argv=None):
             warn(f"cannot load a study from {args.storage}: {e}")
         else:
             records = merge(records, study_records)
+            # what the study's values are called: the names merge settled on for all its trials
+            study_names = names_for(study_records[0]["objectives"] if study_records else study.metric_names,
+                                    len(study.directions))
     if all(r["status"] == "broken" for r in records):
         warn("nothing to compare: no trial could be read")
         return 1
@@ -96,8 +113,11 @@ def main(argv=None):
     for r, label in zip(records, labels(records)):
         # a trial run on several seeds hits only if every seed does
         r["hit"], r["label"] = is_hit(r) and r["seeds_hit"] is not False, label
+    # the MNIST view (cols None) or any app's, whose value columns carry their sweep's directions
+    cols, notes = (None, []) if mnist_view(records) else objectives(records)
+    default = "final_test_acc" if cols is None else next(iter(cols), None)
     try:
-        rows = sort_records(records, args.sort)
+        rows = sort_records(records, args.sort or default, cols)
     except ValueError as e:
         warn(str(e))
         return 2
@@ -108,22 +128,27 @@ def main(argv=None):
     rc = 0
     try:
         if args.csv:
-            to_csv(rows, args.csv)
+            to_csv(rows, args.csv, cols)
             warn(f"wrote {args.csv}")
         if args.json:
-            to_json(rows, args.json)
+            to_json(rows, args.json, cols)
             warn(f"wrote {args.json}")
         if args.plot:
-            for path in write_plots(rows, study, args.plot):
+            for path in write_plots(rows, study, args.plot, cols is None, study_names):
                 warn(f"wrote {path}")
     except OSError as e:
         warn(f"cannot write {e.filename}: {e.strerror}")
         rc = 1
 
-    lines, left_out = format_table(rows)
-    print("\n".join(lines) if rows else "(no trial meets all three constraints)")
+    lines, left_out = format_table(rows, cols)
+    if rows:
+        print("\n".join(lines))
+    else:
+        print("(no trial meets all three constraints)" if cols is None else
+              "(no hits: only trials that write metrics.json can hit)")
     if left_out:
         print(textwrap.fill(f"(not shown, varying too: {', '.join(left_out)}; see --csv/--json)", WIDTH))
-    print(legend(records))
-    print(summary(records))
+    for line in [legend(records)] if cols is None else notes:
+        print(line)
+    print(summary(records, cols))
     return rc
