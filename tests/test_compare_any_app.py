@@ -255,3 +255,14 @@ def test_mnist_curves_show_every_point_and_keep_the_target_off_the_border(tmp_pa
     target = [line for line in ax.get_lines() if line.get_label().startswith("target")][0].get_ydata()[0]
     assert target == pytest.approx(99.4) and high - target > 0.2
     plt.close(fig)
+
+
+def test_an_mnist_sweep_with_no_trial_ended_yet_has_the_mnist_view(tmp_path, capsys):
+    # Hydra wrote .hydra/ as each job started; the composed config's budget says it is the MNIST trial
+    for n in (0, 1):
+        trial_dir(tmp_path / str(n), [f"model.width={n + 8}"])
+        (tmp_path / str(n) / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+            {"model": {"width": n + 8}, "budget": {"max_params": 20000, "max_epochs": 20, "target_acc": 0.994}}))
+    _, rows, header, lines, _ = table(capsys, tmp_path)
+    assert header[-6:] == ["params", "final%", "best%", "tgt@ep", "epochs", "s/ep"]
+    assert lines[-1] == "2 trials (2 running), 0 hits, none finished"

@@ -156,7 +156,7 @@ def read_trial(d, settings=(None, None)):
             rec.update(from_return(d / RETURN_FILE, len(directions or [])))
         else:
             # Hydra writes .hydra/ as the job starts; the files above come as it ends (a killed trial stays here)
-            rec["status"] = "running"
+            rec.update(status="running", metrics=composes_mnist(d))
         return rec
     rec["metrics"] = True
     try:
@@ -171,6 +171,15 @@ def read_trial(d, settings=(None, None)):
         warn(f"cannot read {path}: {e}")
         rec.update(status="broken", reason=f"{type(e).__name__}: {e}", overrides=parse_overrides(overrides))
     return rec
+
+
+def composes_mnist(d):
+    """A job still running: is it the MNIST trial (its composed config has the budget that metrics.json will)?"""
+    try:
+        cfg = yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("budget"), dict)
 
 
 def read_trials(dirs):
