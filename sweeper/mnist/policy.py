@@ -15,7 +15,7 @@ import shutil
 
 from omegaconf import OmegaConf
 
-from sweeper.engine.policy import TaskValue, Verdict
+from sweeper.engine.policy import TaskValue, Verdict, value_names
 from sweeper.engine.worker import JobResult
 from sweeper.mnist import metrics as mx
 
@@ -34,7 +34,7 @@ class MnistPolicy(TaskValue):
         if not (isinstance(self.confirm_seeds, int) and self.confirm_seeds >= 0):
             raise ValueError(f"hydra.sweeper.confirm_seeds={self.confirm_seeds!r} is not allowed: an integer >= 0")
         self.n_values, self.compose = sweep.n_values, sweep.compose
-        self.names = _names(self.objectives, sweep.n_values)
+        self.names = value_names(self.objectives, sweep.n_values)   # metrics.json fields, one per direction
         self.budget = OmegaConf.select(sweep.config, "budget")   # None: an app without one is never counted
 
     # ------------------------------------------------------------ before a trial runs
@@ -145,9 +145,3 @@ class MnistPolicy(TaskValue):
             return f"{hits} trials reached the target{confirmed} (stop_after_hits={self.stop_after_hits})"
         return None
 
-
-def _names(objectives, n):
-    if objectives and len(objectives) != n:
-        raise ValueError(f"hydra.sweeper.objectives={objectives} is not allowed: one metrics.json field per "
-                         f"direction ({n})")
-    return list(objectives) if objectives else ["value"] if n == 1 else [f"values_{i}" for i in range(n)]
