@@ -12,8 +12,8 @@ seeds, hits) subclasses TaskValue and overrides what it needs. For every trial t
 
 and, after each trial is told, `stop(finished)`: a reason to ask for no more trials, or None. `names` are the
 objectives' names (trials.csv's columns, the study's metric names), `columns` the user attrs trials.csv shows
-after the values, and `hits(finished)` counts the finished
-trials the policy calls hits (None: it has no such notion). The engine calls a policy from several threads, one
+after the values, and `hits(finished)` the finished trials
+the policy calls hits (None: it has no such notion). The engine calls a policy from several threads, one
 trial per thread: keep per-trial state in the Verdicts, not on the policy.
 """
 import math

@@ -19,6 +19,8 @@ import contextlib
 import importlib
 import logging
 import math
+import shlex
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -30,6 +32,7 @@ from sweeper.engine import mps, policy as pol, results, space as sp, worker
 from sweeper.engine.heartbeat import Heartbeat
 from sweeper.engine.jobs import Jobs
 from sweeper.engine.ledger import Ledger
+from sweeper.engine.progress import Progress, final_lines, log_to_file
 from sweeper.engine.study import StudyError, absolute_url, check_identity, make_study
 
 log = logging.getLogger(__name__)
@@ -83,11 +86,31 @@ class OptunaSweep:
 
     # ------------------------------------------------------------ the sweep
     def sweep(self, arguments):
+        self.prepare(arguments)
+        study = self.open_study()
+        ledger = self.ledger
+        self.progress = Progress(study, self.n_trials, self.n_jobs, self.policy, live=not self.jobs.in_process)
+        self.jobs.warm_up()
+        beats = study._storage if self.heartbeat_interval is not None and "://" in (self.storage_url or "") else None
         try:
-            space, fixed = sp.parse(self.params, arguments, self.hydra_context.config_loader)
+            with mps.daemon(self.cuda_mps, self.sweep_dir, self.n_jobs, OmegaConf.select(self.config, "device")), \
+                    Heartbeat(beats, self.heartbeat_interval) if beats else contextlib.nullcontext() as hb, \
+                    self.progress.shown():
+                self.heartbeat = hb
+                self.progress.update(ledger.finished(), ledger.running())
+                self.slots(study)
+            if ledger.stop_reason == "interrupted":
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self.interrupted(study)
+        return self.finish(study)
+
+    def prepare(self, arguments):
+        """Everything that can refuse the sweep before a file is written: its space, policy and launcher."""
+        try:
+            self.space, self.fixed = sp.parse(self.params, arguments, self.hydra_context.config_loader)
         except sp.SpaceError as e:
             raise SweepError(f"hydra.sweeper.params: {e}") from None
-        self.space, self.fixed = space, fixed
         compose = lambda overrides: self.hydra_context.config_loader.load_sweep_config(  # noqa: E731
             self.config, list(overrides))
         try:
@@ -95,53 +118,66 @@ class OptunaSweep:
                                                                    self.config, compose))
         except ValueError as e:
             raise SweepError(str(e)) from None
-        extend = _custom_search_space(self.custom_search_space, self.config)
-        storage_url = self.storage
+        self.extend = _custom_search_space(self.custom_search_space, self.config)
         self.jobs = Jobs(self.hydra_context, self.task_function, self.config, self.n_jobs, self.prune_guard,
                          self.pruner_cfg)
+        storage_url = self.storage
         if self.storage is None and not self.jobs.in_process:
             # trials in other processes reach their Optuna trial through the storage: give this sweep one
             storage_url = str(self.sweep_dir / "study.journal")
         self.storage_url = self.jobs.storage_url = absolute_url(storage_url)   # a chdir job opens it from its dir
+
+    def open_study(self):
+        """The sweep dir, its log file and the study. A study that cannot be opened (or is another experiment)
+        refuses the sweep and takes back the dir this call created."""
+        created = not self.sweep_dir.exists()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        verbose = OmegaConf.select(self.config, "hydra.verbose")
+        optuna_on_terminal = verbose is True or "optuna" in str(verbose)
+        self.log_file = log_to_file(self.sweep_dir / "sweep.log", optuna_on_terminal)
         beats = "://" in (self.storage_url or "") and self.heartbeat_interval is not None   # RDB storages only
         heartbeat = (self.heartbeat_interval, self.grace_period) if beats else (None, None)
         try:
             study = make_study(self.study_name or "mnist-sweeper", self.storage_url, self.directions,
-                               self.sampler_cfg, self.pruner_cfg, space, heartbeat, self.policy.names)
-            check_identity(study, sp.identity(space, fixed), self.accept_changes)
+                               self.sampler_cfg, self.pruner_cfg, self.space, heartbeat, self.policy.names)
+            check_identity(study, sp.identity(self.space, self.fixed), self.accept_changes)
         except (StudyError, sp.SpaceError) as e:
+            self.log_file.close_and_detach()
+            if created:
+                shutil.rmtree(self.sweep_dir, ignore_errors=True)
             raise SweepError(str(e)) from None
-        self.ledger = ledger = Ledger(study, self.n_trials, extend)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        self.ledger = ledger = Ledger(study, self.n_trials, self.extend)
         ledger.recover()
         log.info(f"study {study.study_name!r} in {self.storage_url or 'memory'}: {len(ledger.finished())} of "
                  f"{self.n_trials} trials done{_earlier_dirs(ledger.finished(), self.sweep_dir)}; {self.n_jobs} at "
                  f"a time; trial dirs under {self.sweep_dir}")
-        self.jobs.warm_up()
-        try:
-            with mps.daemon(self.cuda_mps, self.sweep_dir, self.n_jobs, OmegaConf.select(self.config, "device")), \
-                    Heartbeat(study._storage, self.heartbeat_interval) if beats else contextlib.nullcontext() as hb:
-                self.heartbeat = hb
-                self.slots(study)
-            if ledger.stop_reason == "interrupted":
-                raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            self.interrupted(study)
+        return study
+
+    def finish(self, study):
+        """Write the outputs and say what came of the sweep: its best trial(s), hits, files, how to run the best."""
+        ledger = self.ledger
         with self.lock:
             results.write_outputs(study, self.sweep_dir, self.policy)
         done = ledger.finished()
-        hits = self.policy.hits(done)
         if ledger.stop_reason:
             log.info(f"stopped early: {ledger.stop_reason}")
-        log.info(f"{len(done)} trials" + (f" ({hits} met the target)" if hits is not None else "")
-                 + f", results in {self.sweep_dir}")
+        for line in final_lines(study, done, self.policy, self.sweep_dir, self.storage_url, self.rerun):
+            log.info(line)
+        self.log_file.close_and_detach()
         if self.too_many_failures(done):
             failed = [t for t in done if t.state == TrialState.FAIL]
             last = self.last_failure or f"trial {failed[-1].number}: {failed[-1].user_attrs.get('reason')}"
             raise SweepError(f"{len(failed)} failed trials exceed max_failure_rate={self.max_failure_rate} of "
                              f"n_trials={self.n_trials}; last failure: {last}", exit_code=1)
         return study
+
+    def rerun(self, trial):
+        """The command that trains `trial` again as a single run: the app, its config and the trial's overrides."""
+        saved = Path(trial.user_attrs.get("dir", "")) / ".hydra" / "overrides.yaml"
+        overrides = list(OmegaConf.load(saved)) if saved.is_file() else sp.overrides(trial, self.space, self.config) \
+            + self.fixed
+        return " ".join(shlex.quote(a) for a in ["python", *worker.app_args(self.config), *overrides, "hydra.mode=RUN"])
 
     def slots(self, study):
         if self.n_jobs == 1:
@@ -186,12 +222,18 @@ class OptunaSweep:
                     self.heartbeat.discard(trial)
 
     def interrupted(self, study):
-        """Ctrl-C: fail and re-queue this sweep's running trials, keep the finished ones, say how to resume."""
+        """Ctrl-C: stop the worker processes, fail and re-queue this sweep's running trials (their dirs say
+        `interrupted`), keep the finished ones, say how to resume."""
+        worker.stop_all()
         with self.lock:
             self.ledger.stop("interrupted")
             for t in self.ledger.running(mine=True):
                 self.ledger.requeue(t, "interrupted by Ctrl-C")
+                if t.user_attrs.get("dir"):
+                    worker.mark_interrupted(Path(t.user_attrs["dir"]), sp.overrides(t, self.space, self.config)
+                                            + self.fixed, "interrupted by Ctrl-C")
             results.write_outputs(study, self.sweep_dir, self.policy)
+        self.log_file.close_and_detach()
         where = f"in {self.storage_url}; run the same command again to continue" if self.storage_url else \
             f"in {self.sweep_dir}; set hydra.sweeper.storage to make a sweep resumable"
         log.warning(f"interrupted: finished trials are kept {where}")
@@ -241,6 +283,8 @@ class OptunaSweep:
                              f"n_trials={self.n_trials}")
         if reason := self.policy.stop(done):
             self.ledger.stop(reason)
+        if hasattr(self, "progress"):   # tell() also runs on its own, in tests of the ledger
+            self.progress.update(done, self.ledger.running())
 
     def too_many_failures(self, done):
         return sum(t.state == TrialState.FAIL for t in done) > self.max_failure_rate * self.n_trials

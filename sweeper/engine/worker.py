@@ -21,7 +21,8 @@ import os
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -40,8 +41,9 @@ def in_sweep():
     return _bound is not None or bool(os.environ.get(TRIAL_ENV))
 
 
-def report(value, step):
-    """Report `value` at `step` to the running trial; return True when its pruner says stop.
+def report(value, step, may_prune=True):
+    """Report `value` at `step` to the running trial; return True when its pruner says stop. With `may_prune`
+    False (the last step: nothing is left to save) the value is recorded and the pruner is not asked.
 
     A value at or beyond the sweep's `prune_guard` (in the direction of the first objective) is never pruned.
     Outside a sweep, and in a multi-objective study (Optuna cannot prune those), this does nothing and
@@ -52,6 +54,8 @@ def report(value, step):
         return False
     value = float(value)
     trial.report(value, int(step))
+    if not may_prune:
+        return False
     if guard is not None:
         import optuna
         maximize = trial.study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -152,13 +156,13 @@ class SaveReturn(Callback):
 
 
 # ---------------------------------------------------------------- a job in a worker process
-def command(config, overrides, job_dir, number):
-    """`python app.py ...` composing the same config as the sweep, for one job in `job_dir`."""
+def app_args(config):
+    """The app and the config it composes, as the sweep was started: `-m pkg.app` or the script's path, its primary
+    config dir (--config-path, or the app's own), extra config dirs, config name and Hydra's own overrides."""
     main = sys.modules["__main__"]
-    app = ["-m", main.__spec__.name] if getattr(main, "__spec__", None) else [os.path.abspath(sys.argv[0])]
+    spec = getattr(main, "__spec__", None)
+    app = ["-m", spec.name.removesuffix(".__main__")] if spec else [os.path.abspath(sys.argv[0])]
     hc = config.hydra
-    # the child must compose the same config: its primary config dir (--config-path, or the app's own), extra
-    # config dirs, config name and Hydra's own overrides
     for src in hc.runtime.config_sources:
         path = src.path.replace("file://", "", 1)
         if src.provider == "main" and path:
@@ -166,23 +170,39 @@ def command(config, overrides, job_dir, number):
         elif src.provider == "command-line":
             app += ["--config-dir", path]
     app += ["--config-name", hc.job.config_name]
-    app += [o for o in hc.overrides.hydra
-            if not o.lstrip("+~").startswith(("hydra.sweep", "hydra/sweeper", "hydra.mode", "hydra.run.dir",
-                                              "hydra.job.num"))]
+    return app + [o for o in hc.overrides.hydra if not o.lstrip("+~").startswith(
+        ("hydra.sweep", "hydra/sweeper", "hydra.mode", "hydra.run.dir", "hydra.job.num"))]
+
+
+def command(config, overrides, job_dir, number):
+    """`python app.py ...` composing the same config as the sweep, for one job in `job_dir`."""
     # one job, whatever the app's config says of hydra.mode (searches written for the template set MULTIRUN)
-    return [sys.executable, *app, *overrides, "hydra.mode=RUN", f"hydra.run.dir={job_dir}", f"hydra.job.num={number}",
+    return [sys.executable, *app_args(config), *overrides, "hydra.mode=RUN", f"hydra.run.dir={job_dir}",
+            f"hydra.job.num={number}",
             f"++hydra.callbacks.mnist_sweeper_return._target_={SaveReturn.__module__}.SaveReturn"]
 
 
+_running = set()               # worker processes of this sweep, stopped together on Ctrl-C (`stop_all`)
+_stopping = threading.Event()
+
+
 def run(config, overrides, job_dir, number, trial_spec):
-    """Run one job as a child process (it dies with the sweep); return its JobResult."""
+    """Run one job as a child process (it dies with the sweep); return its JobResult. KeyboardInterrupt once the
+    sweep is stopping: the job was stopped with it."""
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / RETURN_FILE).unlink(missing_ok=True)
     env = {**os.environ, TRIAL_ENV: trial_spec}
     with open(job_dir / "console.log", "w") as out:
-        p = subprocess.run(command(config, overrides, job_dir, number), stdout=out, stderr=subprocess.STDOUT,
-                           env=env, preexec_fn=_die_with_parent)
-    if p.returncode in (-signal.SIGINT, 130):   # Ctrl-C reached the worker too
+        # a session of its own: a terminal's Ctrl-C reaches only the sweep, which stops its workers itself and
+        # leaves their records clean (a worker that got it too would end its console.log in a traceback)
+        p = subprocess.Popen(command(config, overrides, job_dir, number), stdout=out, stderr=subprocess.STDOUT,
+                             env=env, preexec_fn=_die_with_parent, start_new_session=True)
+        _running.add(p)
+        try:
+            p.wait()
+        finally:
+            _running.discard(p)
+    if _stopping.is_set() or p.returncode in (-signal.SIGINT, 130):
         raise KeyboardInterrupt
     try:
         return JobResult(**json.loads((job_dir / RETURN_FILE).read_text()))
@@ -190,6 +210,31 @@ def run(config, overrides, job_dir, number, trial_spec):
         # the job never reached its end (a bad override, sys.exit, a crash): its last line says why
         lines = (job_dir / "console.log").read_text(errors="replace").strip().splitlines()
         return JobResult("failed", error=lines[-1] if lines else f"worker exited with code {p.returncode}")
+
+
+def stop_all(timeout=10):
+    """Stop every worker process of this sweep (SIGTERM, then SIGKILL after `timeout` s) and wait for them."""
+    _stopping.set()
+    for p in list(_running):
+        with suppress(ProcessLookupError):
+            p.terminate()
+    for p in list(_running):
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def mark_interrupted(job_dir, overrides, why):
+    """What a stopped job leaves: job_return.json saying `interrupted`, one line at the end of its console.log
+    (if it has one), and its overrides in .hydra/ where Hydra had not written them yet."""
+    save_return(job_dir, JobResult("interrupted", error=why))
+    if (job_dir / "console.log").exists():
+        with open(job_dir / "console.log", "a") as f:
+            f.write(f"{why}: stopped by its sweep; its params are queued to run again\n")
+    if not (job_dir / ".hydra" / "overrides.yaml").exists():
+        (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        (job_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {json.dumps(o)}\n" for o in overrides))
 
 
 def _prctl():

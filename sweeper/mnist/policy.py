@@ -136,10 +136,10 @@ class MnistPolicy(TaskValue):
 
     # ------------------------------------------------------------ after each trial
     def hits(self, finished):
-        return sum(bool(t.user_attrs.get("hit")) for t in finished)
+        return [t for t in finished if t.user_attrs.get("hit")]
 
     def stop(self, finished):
-        hits = self.hits(finished)
+        hits = len(self.hits(finished))
         if self.stop_after_hits and hits >= self.stop_after_hits:
             confirmed = f", each on {self.confirm_seeds + 1} seeds" if self.confirm_seeds else ""
             return f"{hits} trials reached the target{confirmed} (stop_after_hits={self.stop_after_hits})"
