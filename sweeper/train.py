@@ -52,7 +52,8 @@ def main(cfg: DictConfig) -> float:
     in_sweep = hc.mode == RunMode.MULTIRUN or worker.in_sweep()
     try:
         # sweeper.report is a no-op outside a sweep: the trial runs the same on its own
-        metrics = train(cfg, hc.runtime.output_dir, hc.overrides.task, lambda epoch, acc: worker.report(acc, epoch))
+        metrics = train(cfg, hc.runtime.output_dir, hc.overrides.task,
+                        lambda epoch, acc, may_prune: worker.report(acc, epoch, may_prune))
     except Rejected as e:
         if in_sweep:
             # metrics.json says rejected; the sweep records accuracy 0 (never a good trial) and the broken budget

@@ -86,3 +86,32 @@ def test_cuda_graph_true_needs_cuda(tiny, tmp_path):
 def test_divergence_takes_either_form(losses, epoch_loss, says):
     from sweeper.mnist.trial import diverged
     assert diverged(torch.tensor(losses), 3, 4, 100, epoch_loss) == says
+
+
+def test_a_pruner_that_would_stop_every_epoch_stops_all_but_the_last(tiny, tmp_path):
+    # the callback says "stop" whenever it may: after epoch 1 of 2 the trial is pruned; a 1-epoch trial, whose only
+    # report is its last, ends ok with its weights
+    asked = []
+
+    def report(epoch, acc, may_prune):
+        asked.append((epoch, may_prune))
+        return may_prune
+    from sweeper.mnist.trial import Pruned
+    with pytest.raises(Pruned, match="pruned after epoch 1 of 2"):
+        train(tiny("trainer.epochs=2"), str(tmp_path / "two"), report=report)
+    assert asked == [(1, True)] and read(tmp_path / "two")["status"] == "pruned"
+    asked.clear()
+    m = train(tiny("trainer.epochs=1"), str(tmp_path / "one"), report=report)
+    assert asked == [(1, False)] and m["status"] == "ok" and (tmp_path / "one" / "model.pt").exists()
+
+
+def test_report_on_the_last_step_records_the_value_without_asking_the_pruner():
+    import optuna
+
+    from sweeper.engine import worker
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(lower=10.0))   # prunes anything below 10
+    trial = study.ask()
+    with worker.bound(trial):
+        assert worker.report(1.0, 1) is True
+        assert worker.report(2.0, 2, may_prune=False) is False
+    assert study.trials[0].intermediate_values == {1: 1.0, 2: 2.0}

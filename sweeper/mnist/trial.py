@@ -140,7 +140,8 @@ def train(cfg, out_dir, overrides=(), report=None):
     """Run one trial and write `out_dir/metrics.json` whatever the outcome; return the metrics dict.
 
     Raises ConfigError, DataError, Rejected, Pruned or TrialFailed after writing metrics.json.
-    `report(epoch, test_acc)` is called after every epoch; when it returns True the trial stops as pruned.
+    `report(epoch, test_acc, may_prune)` is called after every epoch; when it returns True the trial stops as
+    pruned. `may_prune` is False for the last epoch: a trial that trained every epoch is not pruned.
     """
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
@@ -149,7 +150,8 @@ def train(cfg, out_dir, overrides=(), report=None):
         _train(cfg, out_dir, metrics, report)
         metrics["status"] = "ok"
     except BaseException as e:  # Ctrl-C too: the record says why the trial ended
-        metrics["status"] = {Rejected: "rejected", Pruned: "pruned"}.get(type(e), "failed")
+        metrics["status"] = {Rejected: "rejected", Pruned: "pruned", KeyboardInterrupt: "interrupted"}.get(type(e),
+                                                                                                      "failed")
         metrics["reason"] = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else str(e) or type(e).__name__
         if isinstance(e, TrialFailed):
             log.error(metrics["reason"])   # into train.log too: stderr's line is gone with the terminal
@@ -238,7 +240,8 @@ def _train(cfg, out_dir, metrics, report):
             metrics["first_epoch_at_target"] = epoch
         log.info(f"epoch {epoch:2d}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
                  f"test loss {test_loss:.4f} acc {test_acc:.4f}  lr {lr:.4g}  {time.time() - t_epoch:.1f}s")
-        if report is not None and report(epoch, test_acc):
+        # the last epoch is reported (for the study's curves) but never judged: a trial that ran every epoch ends ok
+        if report is not None and report(epoch, test_acc, epoch < epochs):
             raise Pruned(f"pruned after epoch {epoch} of {epochs} (test acc {test_acc:.4f})")
     # a compiled model wraps the original: save the plain state_dict that `instantiate(cfg.model)` can load
     torch.save(getattr(model, "_orig_mod", model).state_dict(), os.path.join(out_dir, "model.pt"))
