@@ -54,3 +54,33 @@ def test_bad_settings_are_refused_when_the_sweeper_is_built(key, value):
     from sweeper.engine.sweep import OptunaSweep
     with pytest.raises(ValueError, match=rf"^hydra.sweeper.{key}={value!r} is not allowed: "):
         OptunaSweep(**{**sweeper_settings(), key: value})
+
+
+@pytest.mark.parametrize("args,says", [
+    (["hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs=0 is not allowed"),
+    (["hydra.sweeper.direction=maximise"], "hydra.sweeper.direction='maximise' is not allowed"),
+    (["x=range(5,5)"], "hydra.sweeper.params: x=range(5,5)"),
+    (["x=tag(log,interval(0,3))"], "x=tag(log,interval(0,3))"),
+    (["+hydra.sweeper.n_trial=3"], "hydra.sweeper.n_trial is not a key of hydra/sweeper: mnist_optuna; did you mean "
+                                   "n_trials?"),
+    (["hydra.sweeper.storage=sqlite:///{tmp}/no/such/dir/s.db"], "cannot be opened"),
+    (["hydra.sweeper.n_jobs=2", "hydra.sweeper.policy=nowhere.Policy"], "cannot be loaded"),
+])
+def test_a_refused_sweep_is_one_line_and_leaves_nothing(tmp_path, args, says):
+    r = run(tmp_path, *[a.format(tmp=tmp_path) for a in args])
+    [line] = error_lines(r)
+    assert r.returncode == 2 and says in line, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "sweep").exists()
+
+
+def test_optunas_own_lines_stay_off_the_terminal_and_go_to_the_sweep_log(tmp_path):
+    db = f"hydra.sweeper.storage=sqlite:///{tmp_path}/s.db"
+    first = ok(run(tmp_path, db, "hydra.sweeper.n_trials=1"))
+    assert "A new study created" not in first.stdout + first.stderr
+    assert "A new study created" in (tmp_path / "sweep" / "sweep.log").read_text()
+    refused = run(tmp_path, db, "hydra.sweeper.n_trials=1", "+extra=1")   # other fixed overrides: another experiment
+    assert refused.returncode == 2 and "Using an existing study" not in refused.stdout + refused.stderr
+    [line] = error_lines(refused)
+    assert "was run with other settings" in line
+    asked = ok(run(tmp_path, db, "hydra.sweeper.n_trials=2", "hydra.verbose=optuna"))
+    assert "Using an existing study" in asked.stdout + asked.stderr

@@ -4,7 +4,9 @@ forwards to sweeper.engine.sweep.OptunaSweep, where the logic lives.
 Hydra imports every plugin module in every run of every app on the machine (a sweep's worker processes too), so
 the engine (Optuna, SQLAlchemy) is imported only once a sweep builds this sweeper.
 """
+import difflib
 import importlib
+import inspect
 import sys
 
 from hydra.plugins.sweeper import Sweeper
@@ -18,6 +20,12 @@ OFFICIAL = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"   #
 class MnistOptunaSweeper(Sweeper):
     def __init__(self, sampler, pruner, **kwargs):
         from sweeper.engine.sweep import OptunaSweep
+        unknown = sorted(set(kwargs) - set(inspect.signature(OptunaSweep).parameters))
+        if unknown:   # `+hydra.sweeper.n_trial=5` adds a key Hydra cannot check: say what was meant
+            keys = sorted({"sampler", "pruner", *inspect.signature(OptunaSweep).parameters})
+            close = difflib.get_close_matches(unknown[0], keys, n=1)
+            fail(ValueError(f"hydra.sweeper.{unknown[0]} is not a key of hydra/sweeper: mnist_optuna"
+                            + (f"; did you mean {close[0]}?" if close else "") + f" (keys: {', '.join(keys)})"))
         try:
             self.sweep_impl = OptunaSweep(sampler=by_name("sampler", sampler, SAMPLERS),
                                           pruner=by_name("pruner", pruner, PRUNERS), **kwargs)
