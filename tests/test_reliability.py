@@ -122,6 +122,13 @@ def test_ctrl_c_stops_promptly_and_says_how_to_resume(tmp_path):
     assert S.RUNNING not in [t.state for t in s.trials]                                      # consistent
     interrupted = [t for t in s.trials if t.user_attrs.get("reason") == "interrupted by Ctrl-C"]
     assert len(interrupted) == 2 and all(t.state == S.FAIL and t.user_attrs["uncounted"] for t in interrupted)
+    for t in interrupted:   # a clean record: its dir says so in one line, and keeps what it ran with
+        job = Path(t.user_attrs["dir"])
+        assert json.loads((job / "job_return.json").read_text()) == {"status": "interrupted",
+                                                                     "error": "interrupted by Ctrl-C"}
+        console = (job / "console.log").read_text()
+        assert "Traceback" not in console and console.splitlines()[-1].startswith("interrupted by Ctrl-C: stopped")
+        assert (job / ".hydra" / "overrides.yaml").exists()
     rerun(cmd)
     check_complete_study(tmp_path, 4)
 
