@@ -280,6 +280,7 @@ def test_a_hit_is_confirmed_on_more_seeds_and_a_miss_on_one_of_them_is_no_hit(tm
     first = metrics(tmp_path, confirmed.number)["final_test_acc"]
     assert confirmed.value == pytest.approx((first + runs[1]["final_test_acc"]) / 2)
     assert "confirming on seed 1" in r.stdout + r.stderr and "miss, not confirmed" in r.stdout + r.stderr
+    assert f"] hits: 1 (trials {confirmed.number})" in r.stdout + r.stderr   # the sweep's last lines name them
     rows = {row["seed"]: row for row in csv.DictReader(open(tmp_path / "sweep" / "trials.csv"))}
     assert (rows["0"]["hit"], rows["0"]["seeds"], rows["1"]["hit"]) == ("True", "2", "False")
     out = subprocess.run([sys.executable, "-m", "sweeper.compare", str(tmp_path / "sweep")], cwd=ROOT,
