@@ -82,7 +82,7 @@ def read_dirs(paths):
             continue
         found = find_trial_dirs(path)
         if not found:
-            warn(f"{path}: no trials here (a trial dir holds .hydra/, metrics.json or job_return.json)")
+            warn(f"{path}: no trials here (a trial dir holds .hydra/, metrics.json, job_return.json or console.log)")
         for d in found:
             if d.resolve() not in seen:   # the same trial reached through two PATHs is shown once
                 seen.add(d.resolve())

@@ -54,7 +54,12 @@ def value_names(r):
 # reading trial dirs
 
 def is_trial_dir(path):
-    return (path / ".hydra").is_dir() or (path / "metrics.json").is_file() or (path / RETURN_FILE).is_file()
+    if (path / ".hydra").is_dir() or (path / "metrics.json").is_file() or (path / RETURN_FILE).is_file():
+        return True
+    # a job stopped before Hydra wrote .hydra/ (Ctrl-C while a worker process starts) holds only the sweep's
+    # console.log, or nothing yet; trials.csv lists it all the same, so a numbered dir with console.log, or any
+    # numbered dir in a sweep dir (it holds multirun.yaml), is a trial dir
+    return path.name.isdigit() and ((path / "console.log").is_file() or (path.parent / "multirun.yaml").is_file())
 
 
 def natural(path):
@@ -120,9 +125,15 @@ def sweep_settings(sweep_dir):
     return [d.lower() for d in directions], [str(o) for o in objectives] if ok else None
 
 
+def interrupted(reason):
+    """The reason a sweep (sweeper/engine/ledger.py) or a trial (metrics.json) gives an interrupted run: Ctrl-C,
+    SIGTERM, or a sweep that died."""
+    return isinstance(reason, str) and reason.startswith("interrupted")
+
+
 def from_return(path, n):
-    """The record fields a job_return.json gives: {"status": "completed", "value": ...} or {"status": "pruned" or
-    "failed", "error": ...}, as sweeper/engine/worker.py writes it."""
+    """The record fields a job_return.json gives: {"status": "completed", "value": ...} or {"status": "pruned",
+    "failed" or "interrupted", "error": ...}, as sweeper/engine/worker.py writes it."""
     try:
         ret = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -136,9 +147,9 @@ def from_return(path, n):
         if problem:
             return dict(status="failed", reason=problem)
         return dict(status="ok", values=values, value=values[0] if len(values) == 1 else values)
-    if status in ("pruned", "failed"):
+    if status in ("pruned", "failed", "interrupted"):
         return dict(status=status, reason=ret.get("error"))
-    warn(f"cannot read {path}: status {status!r} is none of completed, pruned, failed")
+    warn(f"cannot read {path}: status {status!r} is none of completed, pruned, failed, interrupted")
     return dict(status="broken", reason=f"unknown status {status!r}")
 
 
@@ -162,6 +173,8 @@ def read_trial(d, settings=(None, None)):
     try:
         m = json.loads(path.read_text())
         rec.update(from_metrics(m))
+        if rec["status"] == "failed" and interrupted(rec["reason"]):   # written before metrics.json said so
+            rec["status"] = "interrupted"
         rec["overrides"] = parse_overrides(overrides if overrides is not None else m.get("overrides"))
         confirmations = confirmation_dirs(d)   # seed<N>/: the same trial on more seeds
         seeds = over_seeds([m] + [read(c) for c in confirmations])
@@ -206,17 +219,26 @@ def read_study(storage, name):
     if sqlite_file(storage) and not os.path.isfile(sqlite_file(storage)):
         raise FileNotFoundError(f"no such database file: {sqlite_file(storage)}")
     study = optuna.load_study(study_name=name, storage=storage)
-    trials = [t for t in study.trials if not (t.user_attrs.get("uncounted") and not t.user_attrs.get("dir"))]
-    # (a duplicate or surplus ask that the sweep closed at once is bookkeeping, not a trial)
+    # the trials trials.csv lists (sweeper/engine/results.py): not re-queued params that have not run yet
+    # (WAITING), nor a duplicate or surplus ask the sweep closed at once (uncounted, no dir): bookkeeping
+    trials = [t for t in study.trials if t.state != optuna.trial.TrialState.WAITING
+              and not (t.user_attrs.get("uncounted") and not t.user_attrs.get("dir"))]
+    # a trial failed for a stale heartbeat is named by its re-run's requeued_from (sweeper/engine/ledger.py)
+    requeued = {t.user_attrs["requeued_from"]: t.number for t in study.trials if "requeued_from" in t.user_attrs}
     metrics = any(k in t.user_attrs for t in trials for k in METRICS_ATTRS)
     directions = [d.name.lower() for d in study.directions]
     statuses = dict(COMPLETE="ok", PRUNED="pruned", FAIL="failed")
     records = []
     for t in trials:
         ua = t.user_attrs
-        rec = record(trial=t.number, sweep=study.study_name, metrics=metrics,
-                     status=ua.get("status") or statuses.get(t.state.name, t.state.name.lower()),
-                     value=t.value if len(directions) == 1 else t.values, values=t.values, reason=ua.get("reason"),
+        status, reason = ua.get("status") or statuses.get(t.state.name, t.state.name.lower()), ua.get("reason")
+        if t.state.name == "FAIL" and (ua.get("uncounted") and interrupted(reason) or t.number in requeued):
+            # Ctrl-C, or its sweep died: not counted, its params re-run as another trial
+            status = "interrupted"
+            if t.number in requeued and not interrupted(reason):
+                reason = f"interrupted: no heartbeat from its sweep; re-run as trial {requeued[t.number]}"
+        rec = record(trial=t.number, sweep=study.study_name, metrics=metrics, status=status,
+                     value=t.value if len(directions) == 1 else t.values, values=t.values, reason=reason,
                      dir=ua.get("dir"), overrides={k: str(v) for k, v in t.params.items()},
                      directions=directions, objectives=study.metric_names,
                      reported=[[step, v] for step, v in sorted(t.intermediate_values.items())])
@@ -257,7 +279,11 @@ def merge(dir_records, study_records):
         for key, value in s.items():
             if r[key] in (None, [], {}):
                 r[key] = value
-        if r["status"] in ("running", "broken"):   # the study knows how a killed or unreadable trial ended
+        # the study knows how a killed or unreadable trial ended, and which runs the sweep stopped: a job that
+        # ended as its sweep was interrupted was not counted, whatever its dir says
+        if s["status"] == "interrupted":
+            r.update(status="interrupted", reason=s["reason"])
+        elif r["status"] in ("running", "broken"):
             r["status"] = s["status"]
         r.update(trial=s["trial"], value=s["value"], values=s["values"], directions=s["directions"],
                  metrics=r["metrics"] or s["metrics"])

@@ -12,7 +12,7 @@ from sweeper.compare.records import value_names
 
 WIDTH = 100        # the table fits a 100-column terminal; varying overrides that don't fit are named below it
 CUT = 12           # override headers and values are cut to this many characters in the table (not in CSV/JSON)
-STATUSES = ["ok", "pruned", "failed", "rejected", "running", "broken"]  # the summary's order
+STATUSES = ["ok", "pruned", "failed", "interrupted", "rejected", "running", "broken"]  # the summary's order
 # --sort puts these best first (and any app's maximised values), everything else ascending
 DESCENDING = {"hit", "final_test_acc", "best_test_acc", "min_final_test_acc", "mean_final_test_acc"}
 
