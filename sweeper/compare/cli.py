@@ -2,7 +2,8 @@
 
 PATH is a trial dir (a Hydra job output dir: `.hydra/` from the start, `metrics.json` or `job_return.json` once the
 trial has ended), a multirun dir, or any folder above them. Every trial becomes one flat record; the records are
-printed as one table sorted by the objective, best first, and can be written to CSV/JSON and plotted.
+printed as one table sorted by the objective, best first, and can be written to CSV/JSON and plotted, and the best
+finished one as a Hydra experiment config (--export-best, sweeper/compare/export.py).
 An Optuna study (--storage/--study) adds its trials: a study trial whose user_attrs["dir"] is a trial dir read
 from PATH fills the gaps of that dir's record and gives it its trial number; the others are listed on their own.
 """
@@ -13,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 from sweeper.mnist.metrics import FIELDS, is_hit
+from sweeper.compare.export import ExportError, export_best
 from sweeper.compare.plots import write_plots
 from sweeper.compare.records import find_trial_dirs, merge, names_for, read_study, read_trials, warn
 from sweeper.compare.table import (WIDTH, format_table, labels, legend, mnist_view, objectives, override_keys,
@@ -64,6 +66,9 @@ def parse_args(argv):
     p.add_argument("--csv", metavar="FILE", help="write one row per trial shown, with all its overrides")
     p.add_argument("--json", metavar="FILE", help="write one object per trial shown, with all its overrides")
     p.add_argument("--plot", metavar="DIR", type=Path, help="write PNG plots into DIR")
+    p.add_argument("--export-best", metavar="FILE", type=Path,
+                   help="write the best finished trial shown (the first ok row) as a Hydra experiment config, e.g. "
+                        "conf/experiment/best.yaml: all its overrides, and the command that runs it")
     p.add_argument("--storage", metavar="URL", help="an Optuna storage, e.g. sqlite:///sweep.db")
     p.add_argument("--study", metavar="NAME", help="the study in --storage (optional when it holds only one)")
     args = p.parse_args(argv)
@@ -72,6 +77,12 @@ def parse_args(argv):
     if not args.paths and not args.storage:
         p.error("give at least one PATH, or --storage")
     return args
+
+
+def export_label(args, cols):
+    """What --export-best's trial is the best by, named as the table names it."""
+    key = args.sort or ("final%" if cols is None else next(iter(cols), "dir order"))
+    return f"{key} among the hits" if args.only_hits else key
 
 
 def read_dirs(paths):
@@ -139,6 +150,16 @@ def main(argv=None):
     except OSError as e:
         warn(f"cannot write {e.filename}: {e.strerror}")
         rc = 1
+    if args.export_best:   # on its own: a trial that can't be exported leaves the other files be
+        try:
+            r = export_best(rows, args.export_best, cols, export_label(args, cols))
+            warn(f"wrote {args.export_best} (trial {r['label']})")
+        except ExportError as e:
+            warn(str(e))
+            rc = 1
+        except OSError as e:
+            warn(f"cannot write {e.filename}: {e.strerror}")
+            rc = 1
 
     lines, left_out = format_table(rows, cols)
     if rows:
