@@ -232,7 +232,7 @@ def test_a_file_hydra_would_not_run_is_refused(tmp_path, capsys):
 
 # ---------------------------------------------------------------- a real sweep
 @pytest.mark.slow
-def test_the_best_of_a_real_sweep_runs_again_with_the_same_config(tmp_path):
+def test_the_best_of_a_real_sweep_runs_again_with_the_same_config(tmp_path, capsys):
     cmd = search_cmd(tmp_path, {"model.width": "choice(6, 8)", "optimizer.lr": "interval(0.01, 0.1)"},
                      "model=slim", "augment=none", "data.test_subset=300", n_trials=2)
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -261,9 +261,8 @@ def test_the_best_of_a_real_sweep_runs_again_with_the_same_config(tmp_path):
 
     # written into a third config dir, beside the sweep's own: its command puts that one on the search path
     other = tmp_path / "elsewhere" / "experiment" / "mine.yaml"
-    r = subprocess.run([sys.executable, "-m", "sweeper.compare", str(tmp_path / "sweep"), "--export-best", str(other)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    code, err = export(capsys, tmp_path / "sweep", "--export-best", other)
+    assert code == 0, err
     [line] = [line for line in other.read_text().splitlines() if line.startswith("#   python ")]
     assert f"'hydra.searchpath=[file://{tmp_path / 'elsewhere'}]'" in line
     r = subprocess.run([sys.executable, *shlex.split(line[len("#   "):])[1:], "--cfg", "job"], cwd=ROOT,
