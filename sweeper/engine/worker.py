@@ -228,6 +228,7 @@ def stop_all(timeout=10):
 def mark_interrupted(job_dir, overrides, why):
     """What a stopped job leaves: job_return.json saying `interrupted`, one line at the end of its console.log
     (if it has one), and its overrides in .hydra/ where Hydra had not written them yet."""
+    job_dir.mkdir(parents=True, exist_ok=True)   # Ctrl-C may come before the job made its dir
     save_return(job_dir, JobResult("interrupted", error=why))
     if (job_dir / "console.log").exists():
         with open(job_dir / "console.log", "a") as f:
