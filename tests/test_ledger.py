@@ -338,3 +338,33 @@ def test_opening_a_study_retries_only_what_a_retry_can_cure(tmp_path, sleeps, st
     with pytest.raises(error, match=says):
         make_study("s", url, ["minimize"], sampler, {"_target_": "optuna.pruners.NopPruner"}, SPACE)
     assert sleeps == (list(RETRY_DELAYS) if retried else [])   # recorded, never waited out
+
+
+# ---------------------------------------------------------------- seeded samplers on a shared study
+def seeded(storage, name="shared"):
+    from sweeper.engine.study import make_study
+    cfg = {"_target_": "optuna.samplers.TPESampler", "seed": 7, "n_startup_trials": 2}
+    return make_study(name, storage, ["minimize"], cfg, {"_target_": "optuna.pruners.NopPruner"}, SPACE)
+
+
+def test_a_seeded_sweep_proposes_the_same_params_in_the_same_order_every_time(tmp_path):
+    runs = []
+    for n in range(2):
+        study = seeded(f"sqlite:///{tmp_path}/run{n}.db")
+        params = []
+        for _ in range(4):
+            trial = study.ask(SPACE)
+            params.append(trial.params)
+            study.tell(trial, trial.params["lr"] ** 2)
+        runs.append(params)
+    assert runs[0] == runs[1] and len({p["lr"] for p in runs[0]}) == 4
+
+
+def test_sweeps_started_together_on_one_study_with_one_seed_propose_apart(tmp_path):
+    # four sweeps that opened the study at the same moment, asking in turn: each trial gets seed + its number
+    url = f"sqlite:///{tmp_path}/shared.db"
+    sweeps = [seeded(url) for _ in range(4)]
+    asked = [s.ask(SPACE) for s in sweeps]
+    assert len({t.params["lr"] for t in asked}) == 4
+    resumed = seeded(url)   # and a resumed study does not replay its first proposals
+    assert resumed.ask(SPACE).params["lr"] not in {t.params["lr"] for t in asked}

@@ -55,17 +55,17 @@ def make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space, he
     with the study (optuna-dashboard shows them). Raises StudyError or space.SpaceError."""
     _check_folder(storage_url)
     storage = _retried(storage_url, lambda: open_storage(storage_url, *heartbeat))
-    seen = 0
-    if storage is not None:
-        seen = _retried(storage_url, lambda: _trials_seen(storage, name))
     sampler_cfg = OmegaConf.to_container(sampler_cfg) if OmegaConf.is_config(sampler_cfg) else dict(sampler_cfg)
     kwargs = {}
-    if get_method(sampler_cfg["_target_"]) is optuna.samplers.GridSampler:
+    grid = get_method(sampler_cfg["_target_"]) is optuna.samplers.GridSampler
+    if grid:
         kwargs["search_space"] = sp.grid(space)   # SpaceError naming a param that has no grid
-    if sampler_cfg.get("seed") is not None:
-        # a resumed study would otherwise replay the first run's random proposals
-        sampler_cfg["seed"] += seen
-    sampler, pruner = _build("sampler", sampler_cfg, **kwargs), _build("pruner", pruner_cfg)
+    sampler = _build("sampler", sampler_cfg, **kwargs)
+    # a grid's seed orders its points once, and it gives trial n the n-th of them: it needs no reseeding
+    if sampler_cfg.get("seed") is not None and not grid:
+        sampler = TrialSeeded(lambda seed: _build("sampler", {**sampler_cfg, "seed": seed}, **kwargs),
+                              sampler_cfg["seed"], sampler)
+    pruner = _build("pruner", pruner_cfg)
     study = _retried(storage_url, lambda: optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
                                                               study_name=name, directions=directions,
                                                               load_if_exists=True))
@@ -76,18 +76,42 @@ def make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space, he
     return study
 
 
+class TrialSeeded(optuna.samplers.BaseSampler):
+    """A seeded sampler, rebuilt with seed + trial number before each trial it proposes for.
+
+    One sweep thus proposes the same params in the same order on every run, and a resumed study goes on from its
+    trial count instead of replaying its first proposals; sweeps that share a study, though started together with
+    the same seed, never sample with the same seed, since no two of them get the same trial number."""
+
+    def __init__(self, build, seed, first):
+        self.build, self.seed, self.inner = build, seed, first
+
+    def before_trial(self, study, trial):
+        self.inner = self.build(self.seed + trial.number)
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values):
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self):
+        self.inner.reseed_rng()
+
+
 def _build(key, cfg, **kwargs):
     try:
         return instantiate(cfg, **kwargs)
     except Exception as e:
         cause = e.__cause__ or e   # Hydra's InstantiationException wraps what the class said
         raise StudyError(f"hydra.sweeper.{key} cannot be built: {_first_line(cause)}") from None
-
-
-def _trials_seen(storage, name):
-    if name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-        return 0
-    return len(optuna.load_study(study_name=name, storage=storage).trials)
 
 
 def _retried(storage_url, call):
