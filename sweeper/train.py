@@ -4,9 +4,11 @@ The training itself is sweeper/mnist/trial.py. The Hydra task `main` returns the
 objective a sweeper maximises. The command line (`cli`) is checked before Hydra creates a run dir: a refused
 command leaves nothing behind.
 """
+import errno
 import logging
 import os
 import sys
+import tempfile
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,7 +27,10 @@ CONFIG_PATH, CONFIG_NAME = "../conf", "train"   # relative to this file, as hydr
 
 
 class CheckOutputDir(Callback):
-    """Fail in one line, before Hydra writes anything, when the run or sweep dir cannot be written."""
+    """Fail in one line, before Hydra writes anything, when the run or sweep dir cannot be written.
+
+    The check creates no dir: a sweep the sweeper then refuses (a bad setting, an empty space) must leave nothing
+    behind, so it writes a probe file into the nearest folder that exists, and removes it."""
 
     def on_run_start(self, config, **kwargs):
         self.check("hydra.run.dir", config.hydra.run.dir)
@@ -35,13 +40,18 @@ class CheckOutputDir(Callback):
 
     @staticmethod
     def check(key, path):
+        existing = os.path.abspath(path)
+        while not os.path.lexists(existing):
+            existing = os.path.dirname(existing)
+        where = "" if existing == os.path.abspath(path) else f" at {existing}"
         try:
-            os.makedirs(path, exist_ok=True)
-            probe = os.path.join(path, f".write-test-{os.getpid()}")
-            open(probe, "w").close()
+            if not os.path.isdir(existing):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
+            os.close(fd)
             os.remove(probe)
         except OSError as e:
-            print(f"error: {key}={path!r} cannot be written ({e.strerror}); choose a writable folder, "
+            print(f"error: {key}={path!r} cannot be written ({e.strerror}{where}); choose a writable folder, "
                   f"e.g. {key}=outputs/run", file=sys.stderr)
             sys.exit(2)
 

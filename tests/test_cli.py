@@ -14,7 +14,7 @@ from sweeper.mnist import data
 from sweeper.mnist.checks import ConfigError
 from sweeper.mnist.data import DataError
 from sweeper.mnist.overrides import OverrideError
-from sweeper.train import check_command
+from sweeper.train import CheckOutputDir, check_command
 
 
 @pytest.mark.slow
@@ -123,6 +123,13 @@ def test_a_failed_download_does_not_advise_the_download_it_tried(tmp_path, monke
         data.load(str(tmp_path / "empty"), True, 100, 100, 0, torch.device("cpu"))
     err = str(e.value)
     assert "\n" not in err and "the download failed" in err and "set data.download=true" not in err, err
+
+
+def test_the_output_dir_check_creates_nothing(tmp_path):
+    # a sweep the sweeper then refuses must not leave an empty sweep dir: the check only probes the nearest folder
+    CheckOutputDir().on_multirun_start(make_cfg(f"hydra.sweep.dir={tmp_path}/multirun/study", hydra=True))
+    CheckOutputDir().on_run_start(make_cfg(f"hydra.run.dir={tmp_path}/a/b", hydra=True))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bf16_on_a_cpu_without_bf16_units_warns_once_and_trains(tmp_path, monkeypatch, caplog):
