@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sweeper.engine import worker
-from sweeper.mnist import data, overrides
+from sweeper.mnist import data, metrics as mx, overrides
 from sweeper.mnist.checks import ConfigError, check_config
 from sweeper.mnist.trial import Pruned, Rejected, TrialFailed, pick_device, train
 
@@ -79,9 +79,22 @@ def main(cfg: DictConfig) -> float:
             raise  # the sweeper records the trial as failed and goes on
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1 if isinstance(e, TrialFailed) else 2)
+    except KeyboardInterrupt:
+        if in_sweep:
+            raise  # the sweep stops, and re-queues this trial
+        print(f"error: {interrupted(hc.runtime.output_dir, cfg.trainer.epochs)}", file=sys.stderr)
+        sys.exit(130)
     log.info(f"final test acc {metrics['final_test_acc']:.4f} (best {metrics['best_test_acc']:.4f}), "
              f"{metrics['params']} params -> {hc.runtime.output_dir}/metrics.json")
     return metrics["final_test_acc"]
+
+
+def interrupted(out_dir, epochs):
+    """What a Ctrl-C'd run says: how far it got and what it kept (train() wrote metrics.json on its way out)."""
+    m = mx.read(out_dir) or {}
+    done = len(m.get("epochs") or [])
+    return (f"interrupted (Ctrl-C) after {done} of {epochs} epochs; {out_dir} keeps metrics.json (status "
+            f"{m.get('status', 'not written')}) and train.log, no model.pt")
 
 
 def check_command(argv):
@@ -107,7 +120,11 @@ def cli():
         except (overrides.OverrideError, ConfigError, data.DataError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:   # before the trial started (composing, Hydra's setup) or a sweep worker's
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """`python -m sweeper.train` as a user types it."""
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
-
-import os
+import time
 
 import pytest
 import torch
@@ -130,6 +131,29 @@ def test_the_output_dir_check_creates_nothing(tmp_path):
     CheckOutputDir().on_multirun_start(make_cfg(f"hydra.sweep.dir={tmp_path}/multirun/study", hydra=True))
     CheckOutputDir().on_run_start(make_cfg(f"hydra.run.dir={tmp_path}/a/b", hydra=True))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_run_in_one_line_and_keeps_its_record(tmp_path):
+    run = tmp_path / "run"
+    # a child of a test process may have SIGINT ignored (xdist): give it the default a terminal's Ctrl-C finds
+    p = subprocess.Popen([sys.executable, "-m", "sweeper.train", "data.train_subset=1000", "data.test_subset=100",
+                          "trainer.epochs=20", f"hydra.run.dir={run}"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    log, deadline = run / "train.log", time.time() + 120
+    while not (log.exists() and "epoch  1 " in log.read_text()):
+        assert p.poll() is None and time.time() < deadline, p.communicate()
+        time.sleep(0.1)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    err = err.strip()
+    assert p.returncode == 130 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("error: interrupted (Ctrl-C) after ") and f"{run} keeps metrics.json" in err, err
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "interrupted" and m["reason"] == "interrupted (Ctrl-C)" and 1 <= len(m["epochs"]) < 20
+    assert f"after {len(m['epochs'])} of 20 epochs" in err, err
+    assert not (run / "model.pt").exists()
 
 
 def test_bf16_on_a_cpu_without_bf16_units_warns_once_and_trains(tmp_path, monkeypatch, caplog):
