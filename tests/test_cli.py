@@ -126,6 +126,18 @@ def test_a_failed_download_does_not_advise_the_download_it_tried(tmp_path, monke
     assert "\n" not in err and "the download failed" in err and "set data.download=true" not in err, err
 
 
+def test_a_failed_download_takes_back_the_folders_it_made(tmp_path, monkeypatch):
+    import torchvision.datasets.mnist as tv
+    monkeypatch.setattr(tv.MNIST, "mirrors", ["http://127.0.0.1:9/"])   # refused at once, online or not
+    for root, kept in ((tmp_path / "new" / "data", tmp_path), (tmp_path / "mine", tmp_path / "mine")):
+        kept.mkdir(exist_ok=True)
+        (kept / "notes.txt").write_text("mine")
+        with pytest.raises(DataError):
+            data.load(str(root), True, 100, 100, 0, torch.device("cpu"))
+        # no empty MNIST/raw/ left behind; what was there before stays
+        assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+
+
 def test_the_output_dir_check_creates_nothing(tmp_path):
     # a sweep the sweeper then refuses must not leave an empty sweep dir: the check only probes the nearest folder
     CheckOutputDir().on_multirun_start(make_cfg(f"hydra.sweep.dir={tmp_path}/multirun/study", hydra=True))

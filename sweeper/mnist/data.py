@@ -57,11 +57,13 @@ def load(root, download, train_subset, test_subset, seed, device):
 
     raw, why = os.path.join(root, "MNIST", "raw"), ""
     if download and not all(os.path.isfile(os.path.join(raw, f)) for f in FILES):
+        created = missing_dirs(raw)
         try:
             MNIST(root, train=True, download=True)
         except Exception as e:  # no internet, no write access, ...: check_files says what is missing
             # torchvision's message lists every mirror on its own line; the last line holds the cause
             why = f" and the download failed ({(str(e).strip().splitlines() or [type(e).__name__])[-1]})"
+            remove_empty(created)
     check_files(root, why)
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -76,6 +78,28 @@ def load(root, download, train_subset, test_subset, seed, device):
             x, y = x[idx], y[idx]
         out.append((x.unsqueeze(1).contiguous().to(device), y.to(device)))
     return out
+
+
+def missing_dirs(path):
+    """The folders from `path` up that do not exist yet, deepest first: what a download is about to create."""
+    out = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        out.append(path)
+        path = os.path.dirname(path)
+    return out
+
+
+def remove_empty(dirs):
+    """Take back the folders a failed download created (`missing_dirs`), deepest first. Only empty ones: another
+    process downloading into the same data.root keeps what it has."""
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            continue
+        except OSError:   # not empty: nor are the folders above it
+            return
 
 
 def normalize(x):
