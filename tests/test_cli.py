@@ -1,4 +1,5 @@
 """`python -m sweeper.train` as a user types it."""
+import csv
 import json
 import os
 import re
@@ -143,6 +144,23 @@ def test_the_output_dir_check_creates_nothing(tmp_path):
     CheckOutputDir().on_multirun_start(make_cfg(f"hydra.sweep.dir={tmp_path}/multirun/study", hydra=True))
     CheckOutputDir().on_run_start(make_cfg(f"hydra.run.dir={tmp_path}/a/b", hydra=True))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_search_sweeps_without_multirun_and_each_worker_runs_one_trial(tmp_path):
+    # conf/hparams_search/budget.yaml sets hydra.mode: MULTIRUN; its workers get hydra.mode=RUN
+    r = cli("hparams_search=budget", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+            f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db", f"hydra.sweep.dir={tmp_path}/sweep",
+            "data.train_subset=500", "data.test_subset=100", "trainer.epochs=1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "sweep" / "trials.csv") as f:
+        assert [row["state"] for row in csv.DictReader(f)] == ["COMPLETE"] * 2
+    for trial in ("0", "1"):
+        job = tmp_path / "sweep" / trial
+        assert json.loads((job / "metrics.json").read_text())["status"] == "ok"
+        # one trial, not a sweep of its own: no multirun.yaml and no job dirs inside
+        assert not (job / "multirun.yaml").exists() and not any(p.name.isdigit() for p in job.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.db", "sweep"]
 
 
 @pytest.mark.slow

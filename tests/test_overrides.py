@@ -4,7 +4,7 @@ import shlex
 
 import pytest
 
-from conftest import ROOT, cli
+from conftest import CONF, ROOT, cli
 from sweeper.mnist.checks import ConfigError
 from sweeper.mnist.overrides import OverrideError, check
 from sweeper.train import check_command
@@ -76,3 +76,10 @@ def test_every_readme_command_names_real_keys_and_options():
     assert len(commands) >= 15
     for args in commands:
         assert check(shlex.split(args), ROOT / "conf", "train") is not None, args
+
+
+def test_a_search_sweeps_without_multirun():
+    # conf/hparams_search/*.yaml set hydra.mode: MULTIRUN: what they sweep is each trial's to check
+    for search in ("budget", "smallest", "pareto"):
+        assert check([f"hparams_search={search}"], CONF, "train").swept >= {"model", "model.width", "optimizer.lr"}
+    assert check(["hparams_search=budget", "hydra.mode=RUN"], CONF, "train").swept == set()   # as a worker runs it
