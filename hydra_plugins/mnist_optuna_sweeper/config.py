@@ -109,6 +109,8 @@ class OptunaSweeperConf:
     grace_period: Optional[int] = None
     cuda_mps: Any = "auto"               # auto | true | false: trial processes share a GPU through CUDA MPS (auto:
                                          # n_jobs > 1 and the trials use CUDA); sweeper/engine/mps.py
+    trial_timeout: Optional[float] = None  # seconds: a trial running longer is stopped and failed (it then runs
+                                           # in a worker process even at n_jobs=1); null: no limit
 
 
 SAMPLERS = dict(tpe=TPESamplerConf, random=RandomSamplerConf, cmaes=CmaEsSamplerConf, nsgaii=NSGAIISamplerConf,

@@ -6,7 +6,6 @@ the engine (Optuna, SQLAlchemy) is imported only once a sweep builds this sweepe
 """
 import difflib
 import importlib
-import inspect
 import sys
 
 from hydra.plugins.sweeper import Sweeper
@@ -19,10 +18,11 @@ OFFICIAL = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"   #
 
 class MnistOptunaSweeper(Sweeper):
     def __init__(self, sampler, pruner, **kwargs):
+        from sweeper.engine import settings
         from sweeper.engine.sweep import OptunaSweep
-        unknown = sorted(set(kwargs) - set(inspect.signature(OptunaSweep).parameters))
+        unknown = sorted(set(kwargs) - set(settings.keys()))
         if unknown:   # `+hydra.sweeper.n_trial=5` adds a key Hydra cannot check: say what was meant
-            keys = sorted({"sampler", "pruner", *inspect.signature(OptunaSweep).parameters})
+            keys = sorted(settings.keys())
             close = difflib.get_close_matches(unknown[0], keys, n=1)
             fail(ValueError(f"hydra.sweeper.{unknown[0]} is not a key of hydra/sweeper: mnist_optuna"
                             + (f"; did you mean {close[0]}?" if close else "") + f" (keys: {', '.join(keys)})"))

@@ -11,13 +11,15 @@ from sweeper.engine import launchers, worker
 
 
 class Jobs:
-    def __init__(self, hydra_context, task_function, config, n_jobs, prune_guard, pruner_cfg):
-        self.config, self.n_jobs, self.prune_guard = config, n_jobs, prune_guard
+    def __init__(self, hydra_context, task_function, config, n_jobs, prune_guard, pruner_cfg, timeout=None):
+        self.config, self.n_jobs, self.prune_guard, self.timeout = config, n_jobs, prune_guard, timeout
         self.pruner = OmegaConf.to_container(pruner_cfg) if OmegaConf.is_config(pruner_cfg) else pruner_cfg
         self.launcher = launchers.make(hydra_context, task_function, config)
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.basic = type(self.launcher).__name__ == "BasicLauncher"
-        self.in_process = n_jobs == 1 and self.basic
+        # a job in the sweep's own process cannot be stopped when it hangs: with a timeout, it runs in a worker
+        self.in_process = n_jobs == 1 and self.basic and timeout is None
+        self.workers = self.basic and not self.in_process
         self.storage_url = None   # set by the sweep once its storage is known: how other processes reach a trial
 
     def warm_up(self):
@@ -29,8 +31,8 @@ class Jobs:
         reports to its Optuna trial (`trial`, `study`); more runs of the same trial (another seed) do not."""
         spec = worker.spec(self.storage_url, study, trial, self.pruner, self.prune_guard) \
             if trial is not None and self.storage_url else ""
-        if self.n_jobs > 1 and self.basic:
-            return worker.run(self.config, overrides, job_dir, number, spec), job_dir
+        if self.workers:
+            return worker.run(self.config, overrides, job_dir, number, spec, self.timeout), job_dir
         if spec and not self.in_process:   # another launcher runs the job elsewhere: Hydra sets this there
             overrides = overrides + [f"++hydra.job.env_set.{worker.TRIAL_ENV}='{spec}'"]
         if job_dir.parent != self.sweep_dir:   # another run of a trial, inside its trial's dir

@@ -18,14 +18,15 @@ Optuna how they ended.
 import contextlib
 import importlib
 import logging
-import math
+import os
 import shlex
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
 
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from sweeper.engine import mps, policy as pol, results, space as sp, worker
@@ -33,6 +34,7 @@ from sweeper.engine.heartbeat import Heartbeat
 from sweeper.engine.jobs import Jobs
 from sweeper.engine.ledger import Ledger
 from sweeper.engine.progress import Progress, final_lines, log_to_file
+from sweeper.engine.settings import Settings
 from sweeper.engine.study import StudyError, absolute_url, check_identity, make_study
 
 log = logging.getLogger(__name__)
@@ -47,34 +49,16 @@ class SweepError(Exception):
 
 
 class OptunaSweep:
-    def __init__(self, sampler, pruner, direction, study_name, storage, n_trials, n_jobs, max_failure_rate,
-                 params, custom_search_space, policy, objectives, stop_after_hits, require_target, accept_changes,
-                 prune_guard, confirm_seeds, heartbeat_interval, grace_period, cuda_mps):
-        self.sampler_cfg, self.pruner_cfg = sampler, pruner
-        self.directions = list(direction) if isinstance(direction, (list, tuple, ListConfig)) else [direction]
-        self.study_name, self.storage, self.n_trials, self.n_jobs = study_name, storage, n_trials, n_jobs
-        self.max_failure_rate = max_failure_rate
-        self.params = dict(params or {})
-        self.custom_search_space, self.accept_changes = custom_search_space, accept_changes
-        # the policy's own keys: it reads them (sweeper/engine/policy.py)
-        self.policy_path = policy
-        self.policy_settings = dict(objectives=list(objectives) if objectives else None,
-                                    stop_after_hits=stop_after_hits, require_target=require_target,
-                                    confirm_seeds=confirm_seeds)
-        _check(prune_guard is None or isinstance(prune_guard, (int, float)) and math.isfinite(prune_guard),
-               "prune_guard", prune_guard, "a number or null")
-        self.prune_guard = None if prune_guard is None else float(prune_guard)
-        for key, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
-            _check(value is None or isinstance(value, int) and value > 0, key, value, "a whole number of seconds > 0, "
-                   "or null")
-        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
-        _check(cuda_mps == "auto" or isinstance(cuda_mps, bool), "cuda_mps", cuda_mps, "auto, true or false")
-        self.cuda_mps = cuda_mps
-        for d in self.directions:
-            _check(d in ("minimize", "maximize"), "direction", d, "minimize or maximize, or a list of them")
-        _check(isinstance(n_trials, int) and n_trials > 0, "n_trials", n_trials, "an integer > 0")
-        _check(isinstance(n_jobs, int) and n_jobs > 0, "n_jobs", n_jobs, "an integer > 0")
-        _check(0 <= max_failure_rate <= 1, "max_failure_rate", max_failure_rate, "a fraction in [0, 1]")
+    def __init__(self, **settings):
+        s = self.settings = Settings(**settings)   # ValueError: one line naming the bad key
+        self.sampler_cfg, self.pruner_cfg, self.directions = s.sampler, s.pruner, s.directions
+        self.study_name, self.storage, self.n_trials, self.n_jobs = s.study_name, s.storage, s.n_trials, s.n_jobs
+        self.max_failure_rate, self.params = s.max_failure_rate, dict(s.params or {})
+        self.custom_search_space, self.accept_changes = s.custom_search_space, s.accept_changes
+        self.policy_path, self.policy_settings = s.policy, s.policy_settings()
+        self.prune_guard = None if s.prune_guard is None else float(s.prune_guard)
+        self.heartbeat_interval, self.grace_period, self.cuda_mps = s.heartbeat_interval, s.grace_period, s.cuda_mps
+        self.trial_timeout = s.trial_timeout
         self.lock = threading.Lock()
         self.last_failure = None
         self.heartbeat, self.waiting = None, False
@@ -92,6 +76,8 @@ class OptunaSweep:
         self.progress = Progress(study, self.n_trials, self.n_jobs, self.policy, live=not self.jobs.in_process)
         self.jobs.warm_up()
         beats = study._storage if self.heartbeat_interval is not None and "://" in (self.storage_url or "") else None
+        self.cause = "Ctrl-C"
+        on_signal(signal.SIGTERM, self.terminated)   # preemption (SLURM, kill, systemd): as Ctrl-C is
         try:
             with mps.daemon(self.cuda_mps, self.sweep_dir, self.n_jobs, OmegaConf.select(self.config, "device")), \
                     Heartbeat(beats, self.heartbeat_interval) if beats else contextlib.nullcontext() as hb, \
@@ -120,7 +106,7 @@ class OptunaSweep:
             raise SweepError(str(e)) from None
         self.extend = _custom_search_space(self.custom_search_space, self.config)
         self.jobs = Jobs(self.hydra_context, self.task_function, self.config, self.n_jobs, self.prune_guard,
-                         self.pruner_cfg)
+                         self.pruner_cfg, self.trial_timeout)
         storage_url = self.storage
         if self.storage is None and not self.jobs.in_process:
             # trials in other processes reach their Optuna trial through the storage: give this sweep one
@@ -221,23 +207,32 @@ class OptunaSweep:
                 if self.heartbeat:
                     self.heartbeat.discard(trial)
 
+    def terminated(self, signum, frame):
+        self.cause = "SIGTERM"
+        raise KeyboardInterrupt
+
     def interrupted(self, study):
-        """Ctrl-C: stop the worker processes, fail and re-queue this sweep's running trials (their dirs say
-        `interrupted`), keep the finished ones, say how to resume."""
+        """Ctrl-C or SIGTERM: stop the worker processes, fail and re-queue this sweep's running trials (their dirs
+        say `interrupted`), keep the finished ones, say how to resume. A second signal meanwhile exits at once: the
+        finished trials are in the storage already."""
+        code = 143 if self.cause == "SIGTERM" else 130
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            on_signal(sig, lambda *_: os._exit(code))
+        why = f"interrupted by {self.cause}"
         worker.stop_all()
         with self.lock:
             self.ledger.stop("interrupted")
             for t in self.ledger.running(mine=True):
-                self.ledger.requeue(t, "interrupted by Ctrl-C")
+                self.ledger.requeue(t, why)
                 if t.user_attrs.get("dir"):
                     worker.mark_interrupted(Path(t.user_attrs["dir"]), sp.overrides(t, self.space, self.config)
-                                            + self.fixed, "interrupted by Ctrl-C")
+                                            + self.fixed, why)
             results.write_outputs(study, self.sweep_dir, self.policy)
         self.log_file.close_and_detach()
         where = f"in {self.storage_url}; run the same command again to continue" if self.storage_url else \
             f"in {self.sweep_dir}; set hydra.sweeper.storage to make a sweep resumable"
-        log.warning(f"interrupted: finished trials are kept {where}")
-        raise SystemExit(130)
+        log.warning(f"{why}: finished trials are kept {where}")
+        raise SystemExit(code)
 
     # ------------------------------------------------------------ one trial
     def run_trial(self, study, trial):
@@ -255,6 +250,11 @@ class OptunaSweep:
         with self.lock:
             if self.ledger.stop_reason == "interrupted":
                 return  # the interrupt handler re-queues this trial
+            if verdict.status == "interrupted":   # its job alone was stopped (preempted): it runs again
+                self.ledger.requeue(trial, verdict.reason)
+                worker.mark_interrupted(job_dir, overrides, verdict.reason)
+                log.warning(f"trial {trial.number}: {verdict.reason}; its params are queued to run again")
+                return
             self.tell(study, trial, verdict)
             results.write_outputs(study, self.sweep_dir, self.policy)
 
@@ -290,6 +290,11 @@ class OptunaSweep:
         return sum(t.state == TrialState.FAIL for t in done) > self.max_failure_rate * self.n_trials
 
 
+def on_signal(sig, handler):
+    if threading.current_thread() is threading.main_thread():   # Python's rule: only there
+        signal.signal(sig, handler)
+
+
 def _custom_search_space(path, config):
     """hydra.sweeper.custom_search_space (module.function) -> extend(trial), or None."""
     if not path:
@@ -308,8 +313,3 @@ def _earlier_dirs(finished, sweep_dir):
     dirs = {str(Path(t.user_attrs["dir"]).parent) for t in finished if t.user_attrs.get("dir")}
     dirs.discard(str(sweep_dir.absolute()))
     return f" (earlier trial dirs under {', '.join(sorted(dirs))})" if dirs else ""
-
-
-def _check(ok, key, value, allowed):
-    if not ok:
-        raise ValueError(f"hydra.sweeper.{key}={value!r} is not allowed: {allowed}")

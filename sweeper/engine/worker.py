@@ -186,9 +186,10 @@ _running = set()               # worker processes of this sweep, stopped togethe
 _stopping = threading.Event()
 
 
-def run(config, overrides, job_dir, number, trial_spec):
+def run(config, overrides, job_dir, number, trial_spec, timeout=None):
     """Run one job as a child process (it dies with the sweep); return its JobResult. KeyboardInterrupt once the
-    sweep is stopping: the job was stopped with it."""
+    sweep is stopping: the job was stopped with it. After `timeout` seconds the job's process group is killed and
+    the job failed. A job stopped by a SIGTERM of its own (a scheduler preempting it) ends `interrupted`."""
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / RETURN_FILE).unlink(missing_ok=True)
     env = {**os.environ, TRIAL_ENV: trial_spec}
@@ -199,11 +200,18 @@ def run(config, overrides, job_dir, number, trial_spec):
                              env=env, preexec_fn=_die_with_parent, start_new_session=True)
         _running.add(p)
         try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)   # its session: the job and whatever it started
             p.wait()
+            return JobResult("failed", error=f"timeout after {timeout:g} s")
         finally:
             _running.discard(p)
     if _stopping.is_set() or p.returncode in (-signal.SIGINT, 130):
         raise KeyboardInterrupt
+    if p.returncode in (-signal.SIGTERM, 143):
+        return JobResult("interrupted", error="interrupted by SIGTERM")
     try:
         return JobResult(**json.loads((job_dir / RETURN_FILE).read_text()))
     except (OSError, ValueError, TypeError):
