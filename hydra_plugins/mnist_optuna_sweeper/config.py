@@ -111,6 +111,8 @@ class OptunaSweeperConf:
                                          # n_jobs > 1 and the trials use CUDA); sweeper/engine/mps.py
     trial_timeout: Optional[float] = None  # seconds: a trial running longer is stopped and failed (it then runs
                                            # in a worker process even at n_jobs=1); null: no limit
+    gpus: Any = "auto"                   # worker i gets CUDA_VISIBLE_DEVICES = GPU i mod n: auto (n_jobs > 1 on
+                                         # CUDA: the GPUs visible), a list such as [0, 2], or null (left alone)
 
 
 SAMPLERS = dict(tpe=TPESamplerConf, random=RandomSamplerConf, cmaes=CmaEsSamplerConf, nsgaii=NSGAIISamplerConf,

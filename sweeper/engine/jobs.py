@@ -3,15 +3,18 @@ launcher, n_jobs=1), or as a job of any other Hydra launcher (Ray, submitit, job
 n_jobs slots at once. Whoever ran it, the job's dir ends up with `job_return.json` (sweeper/engine/worker.py).
 """
 import contextlib
+import threading
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from sweeper.engine import launchers, worker
+from sweeper.engine.gpus import for_slot, placement
 
 
 class Jobs:
-    def __init__(self, hydra_context, task_function, config, n_jobs, prune_guard, pruner_cfg, timeout=None):
+    def __init__(self, hydra_context, task_function, config, n_jobs, prune_guard, pruner_cfg, timeout=None,
+                 gpus="auto"):
         self.config, self.n_jobs, self.prune_guard, self.timeout = config, n_jobs, prune_guard, timeout
         self.pruner = OmegaConf.to_container(pruner_cfg) if OmegaConf.is_config(pruner_cfg) else pruner_cfg
         self.launcher = launchers.make(hydra_context, task_function, config)
@@ -21,6 +24,14 @@ class Jobs:
         self.in_process = n_jobs == 1 and self.basic and timeout is None
         self.workers = self.basic and not self.in_process
         self.storage_url = None   # set by the sweep once its storage is known: how other processes reach a trial
+        # which GPU each worker process gets (sweeper/engine/gpus.py); the slot a thread serves is thread-local
+        self.gpus = placement(gpus, n_jobs, OmegaConf.select(config, "device")) if self.workers else None
+        self.slot = threading.local()
+
+    def in_slot(self, index, work, *args):
+        """Run `work(*args)` as slot `index` (0 ... n_jobs-1): its worker processes get that slot's GPU."""
+        self.slot.index = index
+        return work(*args)
 
     def warm_up(self):
         if not self.basic and self.n_jobs > 1:
@@ -32,7 +43,8 @@ class Jobs:
         spec = worker.spec(self.storage_url, study, trial, self.pruner, self.prune_guard) \
             if trial is not None and self.storage_url else ""
         if self.workers:
-            return worker.run(self.config, overrides, job_dir, number, spec, self.timeout), job_dir
+            env = for_slot(self.gpus, getattr(self.slot, "index", 0))
+            return worker.run(self.config, overrides, job_dir, number, spec, self.timeout, env), job_dir
         if spec and not self.in_process:   # another launcher runs the job elsewhere: Hydra sets this there
             overrides = overrides + [f"++hydra.job.env_set.{worker.TRIAL_ENV}='{spec}'"]
         if job_dir.parent != self.sweep_dir:   # another run of a trial, inside its trial's dir

@@ -17,7 +17,6 @@ MPS server their kernels run side by side (8 of them: 219.5k img/s).
   done, Ctrl-C or a failure. (A sweep killed with SIGKILL leaves it running; the next sweep in that dir reuses it.)
 - If MPS cannot start (no such program, a container that forbids it): one warning line, and the sweep goes on.
 """
-import glob
 import logging
 import os
 import shutil
@@ -26,6 +25,8 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from sweeper.engine import gpus
 
 log = logging.getLogger(__name__)
 CONTROL = "nvidia-cuda-mps-control"
@@ -39,20 +40,14 @@ TIMEOUT = 10        # seconds for one control command
 def wanted(setting, n_jobs, device):
     if setting != "auto":
         return setting
-    return n_jobs > 1 and (device == "cuda" or device == "auto" and _cuda_visible())
-
-
-def _cuda_visible():
-    """An NVIDIA GPU this process may use, asked of the system rather than of torch: the engine imports no torch."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
-        return False
-    return bool(glob.glob("/dev/nvidia[0-9]*"))
+    return n_jobs > 1 and gpus.uses_cuda(device)
 
 
 @contextmanager
-def daemon(setting, sweep_dir, n_jobs, device):
-    """Run the block under an MPS daemon when `setting` (auto, true, false) asks for one and one can be had."""
-    stop = start(Path(sweep_dir) / "mps") if wanted(setting, n_jobs, device) else None
+def daemon(setting, sweep_dir, n_jobs, device, served=None):
+    """Run the block under an MPS daemon when `setting` (auto, true, false) asks for one and one can be had.
+    `served`: the GPU ids the workers are placed on (sweeper/engine/gpus.py); one daemon serves them all."""
+    stop = start(Path(sweep_dir) / "mps", served) if wanted(setting, n_jobs, device) else None
     try:
         yield
     finally:
@@ -60,7 +55,7 @@ def daemon(setting, sweep_dir, n_jobs, device):
             stop()
 
 
-def start(root):
+def start(root, served=None):
     """Use a running daemon or start a private one under `root`; return the function that undoes it, or None."""
     control = shutil.which(CONTROL) or shutil.which(CONTROL, path=DRIVER_BIN)
     if control is None:
@@ -76,7 +71,7 @@ def start(root):
         pipe = Path(tempfile.mkdtemp(prefix="sweeper-mps-"))
     pipe.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, PIPE: str(pipe), LOG: str(logs)}
+    env = {**os.environ, PIPE: str(pipe), LOG: str(logs), **({gpus.VAR: ",".join(served)} if served else {})}
     if _answers(control, pipe):
         log.info(f"CUDA MPS: reusing the private daemon an earlier sweep left at {pipe}")
     else:

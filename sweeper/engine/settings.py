@@ -30,6 +30,7 @@ class Settings:
     grace_period: Optional[int]
     cuda_mps: Any
     trial_timeout: Optional[float] = None
+    gpus: Any = "auto"
 
     def __post_init__(self):
         d = self.direction
@@ -47,6 +48,10 @@ class Settings:
                   "a whole number of seconds > 0, or null")
         check(self.cuda_mps == "auto" or isinstance(self.cuda_mps, bool), "cuda_mps", self.cuda_mps,
               "auto, true or false")
+        g = self.gpus
+        check(g is None or g == "auto" or isinstance(g, (list, tuple, ListConfig)) and len(g) > 0
+              and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in g), "gpus", g,
+              "auto, null, or a list of GPU ids such as [0, 2]")
         t = self.trial_timeout
         check(t is None or isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0, "trial_timeout", t,
               "seconds > 0, or null")

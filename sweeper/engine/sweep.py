@@ -79,7 +79,8 @@ class OptunaSweep:
         self.cause = "Ctrl-C"
         on_signal(signal.SIGTERM, self.terminated)   # preemption (SLURM, kill, systemd): as Ctrl-C is
         try:
-            with mps.daemon(self.cuda_mps, self.sweep_dir, self.n_jobs, OmegaConf.select(self.config, "device")), \
+            with mps.daemon(self.cuda_mps, self.sweep_dir, self.n_jobs, OmegaConf.select(self.config, "device"),
+                            self.jobs.gpus), \
                     Heartbeat(beats, self.heartbeat_interval) if beats else contextlib.nullcontext() as hb, \
                     self.progress.shown():
                 self.heartbeat = hb
@@ -106,7 +107,7 @@ class OptunaSweep:
             raise SweepError(str(e)) from None
         self.extend = _custom_search_space(self.custom_search_space, self.config)
         self.jobs = Jobs(self.hydra_context, self.task_function, self.config, self.n_jobs, self.prune_guard,
-                         self.pruner_cfg, self.trial_timeout)
+                         self.pruner_cfg, self.trial_timeout, self.settings.gpus)
         storage_url = self.storage
         if self.storage is None and not self.jobs.in_process:
             # trials in other processes reach their Optuna trial through the storage: give this sweep one
@@ -168,7 +169,8 @@ class OptunaSweep:
     def slots(self, study):
         if self.n_jobs == 1:
             return self.work(study)
-        threads = [threading.Thread(target=self.work, args=(study,), daemon=True) for _ in range(self.n_jobs)]
+        threads = [threading.Thread(target=self.jobs.in_slot, args=(i, self.work, study), daemon=True)
+                   for i in range(self.n_jobs)]
         for t in threads:
             t.start()
         for t in threads:

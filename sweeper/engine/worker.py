@@ -186,13 +186,13 @@ _running = set()               # worker processes of this sweep, stopped togethe
 _stopping = threading.Event()
 
 
-def run(config, overrides, job_dir, number, trial_spec, timeout=None):
+def run(config, overrides, job_dir, number, trial_spec, timeout=None, env=None):
     """Run one job as a child process (it dies with the sweep); return its JobResult. KeyboardInterrupt once the
     sweep is stopping: the job was stopped with it. After `timeout` seconds the job's process group is killed and
     the job failed. A job stopped by a SIGTERM of its own (a scheduler preempting it) ends `interrupted`."""
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / RETURN_FILE).unlink(missing_ok=True)
-    env = {**os.environ, TRIAL_ENV: trial_spec}
+    env = {**os.environ, TRIAL_ENV: trial_spec, **(env or {})}   # env: e.g. the GPU this worker gets
     with open(job_dir / "console.log", "w") as out:
         # a session of its own: a terminal's Ctrl-C reaches only the sweep, which stops its workers itself and
         # leaves their records clean (a worker that got it too would end its console.log in a traceback)

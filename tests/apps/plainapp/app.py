@@ -6,8 +6,8 @@ It returns x**2 + y**2 + len(name) (or two objectives), can report steps for pru
 `metrics.json` as the MNIST trial does (with `metrics=true`: final_test_acc is `acc`, so the config decides hits), and
 records what it ran with: the config in `{out}/seen-{job num}.yaml` (`seen.yaml` in the working dir with
 chdir_probe=true, which `hydra.job.chdir=True` makes the job dir) and its own start and end times in
-`{out}/ran-{job num}.json` (with the CUDA MPS pipe dir it was given, if any, and whether torch was imported), so
-tests measure when jobs really ran, not when the sweeper asked for them.
+`{out}/ran-{job num}.json` (with the CUDA MPS pipe dir and CUDA_VISIBLE_DEVICES it was given, and whether torch
+was imported), so tests measure when jobs really ran, not when the sweeper asked for them.
 """
 import json
 import os
@@ -37,7 +37,7 @@ def main(cfg):
     time.sleep(float(cfg.sleep))
     with _RECORDING, open(f"{cfg.out}/ran-{num}.json", "w") as f:
         json.dump(dict(start=start, end=time.time(), pid=os.getpid(), mps=os.environ.get("CUDA_MPS_PIPE_DIRECTORY"),
-                       torch="torch" in sys.modules), f)
+                       torch="torch" in sys.modules, gpu=os.environ.get("CUDA_VISIBLE_DEVICES")), f)
     if cfg.fail_from is not None and cfg.x >= cfg.fail_from:
         raise ValueError(f"x={cfg.x} is too big")
     value = cfg.x ** 2 + cfg.y ** 2 + len(cfg.name)
