@@ -117,7 +117,7 @@ class OptunaSweep:
     def open_study(self):
         """The sweep dir, its log file and the study. A study that cannot be opened (or is another experiment)
         refuses the sweep and takes back the dir this call created."""
-        created = not self.sweep_dir.exists()
+        created = _first_missing(self.sweep_dir.absolute())   # what a refusal takes back: outputs/ too
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         verbose = OmegaConf.select(self.config, "hydra.verbose")
         optuna_on_terminal = verbose is True or "optuna" in str(verbose)
@@ -131,7 +131,7 @@ class OptunaSweep:
         except (StudyError, sp.SpaceError) as e:
             self.log_file.close_and_detach()
             if created:
-                shutil.rmtree(self.sweep_dir, ignore_errors=True)
+                shutil.rmtree(created, ignore_errors=True)
             raise SweepError(str(e)) from None
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         self.ledger = ledger = Ledger(study, self.n_trials, self.extend)
@@ -290,6 +290,14 @@ class OptunaSweep:
 
     def too_many_failures(self, done):
         return sum(t.state == TrialState.FAIL for t in done) > self.max_failure_rate * self.n_trials
+
+
+def _first_missing(path):
+    """The outermost folder of `path` that does not exist yet (None when it all does)."""
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
 
 
 def on_signal(sig, handler):
