@@ -25,10 +25,14 @@ REFUSED = [
     # Hydra's grammar: its parser's words, on one line
     ("model.width=range(6,19,step=2", "no viable alternative at input 'range(6,19,step=2' (a ( is not closed)"),
     ("model.width=rang(6,10)", f"no function rang; did you mean range? It has {GRAMMAR}"),
+    # overrides on both sides of a flag: argparse's usage, in eight lines, else
+    ("hparams_search=budget --multirun hydra.sweeper.n_jobs=1",
+     "unrecognized arguments: hydra.sweeper.n_jobs=1; put the flags first"),
     # Hydra's own groups and keys, the sweeper's among them (a search sweeps without --multirun)
     ("--multirun hparams_search=budget hydra/sweeper/sampler=tpee",
      "hydra/sweeper/sampler is one of cmaes, gp, grid, nsgaii, random, tpe"),
-    ("hparams_search=budget hydra.sweeper.n_trial=5", "no key hydra.sweeper.n_trial; did you mean hydra.sweeper.n_trials?"),
+    ("hparams_search=budget hydra.sweeper.n_trial=5",
+     "no key hydra.sweeper.n_trial; did you mean hydra.sweeper.n_trials?"),
     ("hparams_search=budget +hydra.sweeper.n_trial=5", "never reads n_trial; did you mean hydra.sweeper.n_trials?"),
     ("hparams_search=budget hydra.sweeper.sampler.foo=1", f"hydra.sweeper.sampler (tpe) has {fields(TPESamplerConf)}"),
     ("hparams_search=budget hydra/sweeper/pruner=hyperband +hydra.sweeper.pruner.n_warmup_steps=2",
@@ -74,8 +78,10 @@ MORE = [
     ("model.width=8,10", OverrideError, "a sweep and this is one run; add --multirun to sweep it, or write "
                                         "model.width=[8,10] for a list"),
     ("'model.width=range(8,12)'", OverrideError, "a sweep and this is one run; add --multirun"),
-    ("--multirun hydra/launcher=basic,joblib", OverrideError, "Hydra's own settings (hydra.*, hydra/...) cannot be swept"),
-    ("hydra/sweeper/samplr=tpe", OverrideError, "there is no group hydra/sweeper/samplr; did you mean hydra/sweeper/sampler?"),
+    ("--multirun hydra/launcher=basic,joblib", OverrideError,
+     "Hydra's own settings (hydra.*, hydra/...) cannot be swept"),
+    ("hydra/sweeper/samplr=tpe", OverrideError,
+     "there is no group hydra/sweeper/samplr; did you mean hydra/sweeper/sampler?"),
     ("hydra/launcher=nope", OverrideError, "hydra/launcher is one of basic, "),
     ("hydra.run.dirr=x", OverrideError, "there is no key hydra.run.dirr; did you mean hydra.run.dir?"),
     ("hparams_search=budget hydra.sweeper.sampler.sed=1", OverrideError,
@@ -84,6 +90,7 @@ MORE = [
      "there is no key hydra.sweeper.params.seed; +hydra.sweeper.params.seed=\"choice(1,2)\" adds it"),
     ("model.width=[8,10", OverrideError, "(a [ is not closed)"),
     ("model.width=interval(x,1)", OverrideError, "TypeError while evaluating 'interval(x,1)'"),
+    ("--multrun model.width=8,10", OverrideError, "unrecognized arguments: --multrun; did you mean --multirun?"),
 ]
 
 

@@ -5,6 +5,7 @@ word. `check(argv, config_dir, config_name)` reads the command line with Hydra's
 parsers, composes the config as Hydra will (sweeps left out, as --multirun leaves them out of the top-level
 config) and raises OverrideError, one line, for:
 
+- a flag Hydra's argument parser refuses (mistyped, or overrides on both sides of it): with the closest flag;
 - an override Hydra's grammar cannot read, or a grammar function it lacks: with the functions it has;
 - `key=v`, `~key` or a sweep `key=a,b` whose key the config lacks: with the closest keys (difflib);
 - `+key=v` for a key the config lacks, since a trial reads only its config; under a node with `_target_` a key
@@ -52,7 +53,7 @@ class Checked:
 
 def check(argv, config_dir, config_name):
     """-> Checked, or None where Hydra runs no job (--help, --cfg, ...) or will refuse the command itself."""
-    args = get_args_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or args.config_path:
         return None
     search_path = create_config_search_path(f"file://{os.path.abspath(config_dir)}")
@@ -102,6 +103,25 @@ def check(argv, config_dir, config_name):
         check_key(o, cfgs if o.is_sweep_override() else cfgs[:1], top_groups)
     full = compose(loader, name, [o.input_line for o in overrides if not o.is_sweep_override()])
     return None if full is None else Checked(job(full), swept)
+
+
+def parse_args(argv):
+    """Hydra's own argument parser, whose refusal (a mistyped flag, overrides on both sides of a flag) is one line
+    here instead of its usage."""
+    parser = get_args_parser()
+    flags = sorted(s for a in parser._actions for s in a.option_strings if s.startswith("--"))
+
+    def error(message):
+        unknown = message.partition("unrecognized arguments: ")[2].split()
+        if any(a.startswith("-") for a in unknown):
+            close = difflib.get_close_matches(next(a for a in unknown if a.startswith("-")), flags, n=1)
+            message += f"; did you mean {close[0]}?" if close else f"; the flags are {', '.join(flags)}"
+        elif unknown:   # argparse takes overrides before a flag or after it, not on both sides
+            message += "; put the flags first: python -m sweeper.train --multirun KEY=VALUE ..."
+        raise OverrideError(message)
+
+    parser.error = error
+    return parser.parse_args(argv)
 
 
 def check_sweeps(overrides, multirun):
