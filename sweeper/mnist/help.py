@@ -139,6 +139,8 @@ SWEEPER_KEYS = {
     "heartbeat_interval": "seconds between a running trial's heartbeats in an RDB storage; null: none",
     "grace_period": "silent seconds before a trial is failed and re-queued (null: twice the interval)",
     "cuda_mps": "trials share a GPU through CUDA MPS: `auto` (`n_jobs` > 1 on CUDA), `true`, `false`",
+    "trial_timeout": "seconds: a trial running longer is stopped and failed; null: no limit",
+    "gpus": "worker i gets GPU i mod n: `auto` (on CUDA), a list (`[0, 2]`), or null",
 }
 
 EXAMPLES = [
