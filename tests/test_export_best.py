@@ -88,7 +88,7 @@ def test_mnist_best_as_an_experiment_that_composes_the_trials_config(tmp_path, c
 #   params 8780, final% 99.51, best% 99.51, epochs 3, seeds 3, worst% 99.45, mean% 99.49, a hit
 # Left out (Hydra's own settings, not the job's config): hydra.job.chdir=true
 # Run it:
-#   python -m sweeper.train --config-dir {tmp_path / 'conf'} +experiment=best
+#   python -m sweeper.train --config-dir {tmp_path / 'conf'} +experiment=best hydra.mode=RUN
 defaults:
   - /experiment/smallest
   - override /model: slim
@@ -122,7 +122,7 @@ def test_sort_and_only_hits_choose_the_trial(tmp_path, capsys):
     assert "override /model" not in text and "model:\n  width: 8\n" in text
     # outside an experiment/ folder, +experiment can't find it: the comments say where it must go
     assert f"# Move it to {CONF}/experiment/ (+experiment looks in a config dir's experiment/ folder)" in text
-    assert "#   python -m sweeper.train +experiment=best" in text.splitlines()
+    assert "#   python -m sweeper.train +experiment=best hydra.mode=RUN" in text.splitlines()
     code, _ = export(capsys, sweep, "--sort", "params", "--only-hits", "--export-best", out)
     assert code == 0 and "# Trial 0 of the sweep" in out.read_text() and "params among the hits" in out.read_text()
 
@@ -153,7 +153,7 @@ def test_plain_app_best_with_an_added_group_and_a_deleted_key(tmp_path, capsys):
 # A config file cannot delete a key: keep ~note on the command line
 # <app>: how you start the app (app.py, -m pkg.app, ...); Hydra records only its job name, app.
 # Run it:
-#   python <app> --config-dir {conf} --config-name quadratic +experiment=best '~note'
+#   python <app> --config-dir {conf} --config-name quadratic +experiment=best '~note' hydra.mode=RUN
 defaults:
   - /shape/round
 
@@ -251,7 +251,8 @@ def test_the_best_of_a_real_sweep_runs_again_with_the_same_config(tmp_path, caps
     # the command the comments give, as a user copies it, runs one training with the trial's config
     [line] = [line for line in text.splitlines() if line.startswith("#   python ")]
     argv = shlex.split(line[len("#   "):])
-    assert argv == ["python", "-m", "sweeper.train", "--config-dir", str(tmp_path / "conf"), "+experiment=best"]
+    assert argv == ["python", "-m", "sweeper.train", "--config-dir", str(tmp_path / "conf"), "+experiment=best",
+                    "hydra.mode=RUN"]
     r = subprocess.run([sys.executable, *argv[1:], f"hydra.run.dir={tmp_path / 'again'}"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -174,7 +174,8 @@ def command(hydra_cfg, conf, stem, deleted):
     args = [*(["-m", "sweeper.train"] if mnist else []), *(["--config-dir", config_dir] if config_dir else []),
             *(["--config-name", config_name] if config_name and not (mnist and config_name == MNIST_CONFIG_NAME)
               else []),
-            *([f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []), f"+experiment={stem}", *deleted]
+            *([f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []), f"+experiment={stem}", *deleted,
+            "hydra.mode=RUN"]   # one run, though the trial's search (hparams_search=budget) says MULTIRUN
     return " ".join(["python", *([] if mnist else ["<app>"]), *map(shlex.quote, args)])
 
 

@@ -1,6 +1,6 @@
 """The `metrics.json` format, owned here: `train` writes it, `sweep` and `compare` read it.
 
-A trial dir's `metrics.json` holds `status` (ok, failed, pruned, rejected), `reason`, `params`, `budget`,
+A trial dir's `metrics.json` holds `status` (ok, failed, pruned, rejected, interrupted), `reason`, `params`, `budget`,
 `epochs` (one dict per epoch with `test_acc`), `best_test_acc`, `final_test_acc`, `first_epoch_at_target`,
 `started_at`, `ended_at` (unix seconds) and `wall_seconds`. Readers turn it into one flat record (`FIELDS`) and judge hits with `is_hit`, the one hit rule.
 """
