@@ -34,28 +34,60 @@ def pg_bin():
 @contextlib.contextmanager
 def running_postgres():
     """Start a throwaway PostgreSQL server; yield its base URL, `postgresql+psycopg://postgres@127.0.0.1:PORT`."""
+    with postgres_server() as server:
+        yield server.url
+
+
+class PostgresServer:
+    """A throwaway server that a test may also stop and start again (`restart`, `stop`), as a failover does."""
+
+    def __init__(self, bindir, root, port):
+        self.bindir, self.root, self.port = bindir, root, port
+        self.data = f"{root}/data"
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+
+    def pg_ctl(self, *args, check=True):
+        return subprocess.run([f"{self.bindir}/pg_ctl", "-D", self.data, *args], user=self.user, check=check,
+                              capture_output=True, text=True, cwd=self.root)
+
+    def start(self):
+        # loopback only; the unix socket goes into the temp dir, never /var/run/postgresql
+        self.pg_ctl("-l", f"{self.root}/log", "-w", "-o",
+                    f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=200", "start")
+
+    def stop(self, mode="fast"):
+        """`fast`: clients are disconnected, as in a planned restart; `immediate`: as in a crash."""
+        self.pg_ctl("-m", mode, "-w", "stop", check=False)
+
+    def restart(self, down=0.0):
+        """`pg_ctl restart`, or with `down` (seconds) a stop, that long without a server, and a start."""
+        if not down:
+            self.pg_ctl("-l", f"{self.root}/log", "-m", "fast", "-w", "restart")   # no -l: pg_ctl never returns
+            return
+        self.stop()
+        time.sleep(down)
+        self.start()
+
+
+@contextlib.contextmanager
+def postgres_server():
+    """Start a throwaway PostgreSQL server -> a PostgresServer (its base URL is `.url`); stopped and removed after."""
     bindir = pg_bin()
     if bindir is None:
         raise RuntimeError("PostgreSQL's server is not installed (no /usr/lib/postgresql/*/bin/initdb): "
                            "`apt-get install postgresql`, as .ci/run does")
     root = tempfile.mkdtemp(prefix="mnist-sweeper-pg-")
-    as_root = os.geteuid() == 0
-    user = "postgres" if as_root else None
-    if as_root:
+    server = PostgresServer(bindir, root, free_port())
+    if server.user:
         shutil.chown(root, "postgres", "postgres")
-    data, port = f"{root}/data", free_port()
-
-    def run(*cmd):
-        subprocess.run(cmd, user=user, check=True, capture_output=True, text=True, cwd=root)
-
     try:
-        run(f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync")
-        # loopback only; the unix socket goes into the temp dir, never /var/run/postgresql
-        run(f"{bindir}/pg_ctl", "-D", data, "-l", f"{root}/log", "-w", "-o",
-            f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200", "start")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+        subprocess.run([f"{bindir}/initdb", "-D", server.data, "-U", "postgres", "-A", "trust", "--no-sync"],
+                       user=server.user, check=True, capture_output=True, text=True, cwd=root)
+        server.start()
+        yield server
     finally:
-        subprocess.run([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], user=user, capture_output=True)
+        server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -82,6 +114,16 @@ def postgres():
 def pg_url(postgres):
     """A database of its own for one test."""
     return create_database(postgres)
+
+
+@pytest.fixture
+def pg_server():
+    """A PostgreSQL server of this test's own, which it may restart or stop (tests/test_storage_blinks.py)."""
+    try:
+        with postgres_server() as server:
+            yield server
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")
