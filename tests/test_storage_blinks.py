@@ -2,10 +2,16 @@
 costs a sweep a wait, never a trial; one gone for longer than storage_timeout stops it with one line, exit 1.
 
 The retry, the heartbeat and the ledger's calls that must not happen twice are tested in milliseconds, on storages
-that fail on cue and a clock that never waits.
+that fail on cue and a clock that never waits. The sweeps are the plain app's (tests/apps/plainapp), typed as a user
+types them, against a real PostgreSQL server that the test restarts or stops and a real SQLite file it locks.
 """
+import datetime
 import logging
+import os
+import re
 import sqlite3
+import subprocess
+import time
 
 import optuna
 import psycopg
@@ -15,9 +21,13 @@ from optuna.distributions import FloatDistribution
 from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState
 
+from conftest import counted
+from servers import create_database
 from sweeper.engine.heartbeat import Heartbeat
 from sweeper.engine.ledger import Ledger
 from sweeper.engine.retry import MAX_DELAY, Retry, StorageLost
+from test_cluster import env, sweep_cmd
+from test_plain_apps import APPS, rows
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = {"x": FloatDistribution(-5.0, 5.0)}
@@ -229,3 +239,126 @@ def test_an_ask_cut_off_after_taking_a_requeued_trial_queues_its_params_again(fl
     assert rerun.number == 2 and rerun.params == first.params and rerun.user_attrs["requeued_from"] == first.number
     assert [t.number for t in ledger.counted()] == [2]
     assert [t.state for t in study.trials].count(TrialState.RUNNING) == 1
+
+
+# ---------------------------------------------------------------- real sweeps, real servers
+STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def stamped(out, text):
+    """The times (unix seconds) of the log lines of `out` that hold `text`."""
+    return [datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            for line in out.splitlines() if text in line and (m := STAMP.match(line))]
+
+
+def wait_for_files(folder, pattern, n, procs, timeout=60):
+    end = time.time() + timeout
+    while len(list(folder.glob(pattern))) < n:
+        assert time.time() < end and all(p.poll() is None for p in procs), "the sweeps never got that far"
+        time.sleep(0.05)
+
+
+def no_trial_lost_or_doubled(storage, n_trials):
+    study = optuna.load_study(study_name="sphere", storage=storage)
+    trials = counted(study)
+    assert len(trials) == n_trials and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == n_trials
+    assert TrialState.RUNNING not in [t.state for t in study.trials]
+
+
+@pytest.mark.slow
+def test_two_sweeps_ride_out_a_postgres_restart(tmp_path, pg_server):
+    url = create_database(pg_server.url)
+    procs = [subprocess.Popen(sweep_cmd(tmp_path, url, "hydra.sweeper.n_trials=6", "x=interval(-5.0, 5.0)",
+                                        "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=30",
+                                        name=f"sweep{i}"),
+                              cwd=APPS, env=env(1.0), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    try:
+        wait_for_files(tmp_path, "ran-*.json", 2, procs)   # each sweep has finished a job and runs the next
+        down = time.time()
+        pg_server.restart(down=1.5)   # the trials running now end while the server is down
+        up = time.time()
+        outs = [p.communicate(timeout=60)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    no_trial_lost_or_doubled(url, 6)
+    noticed = []
+    for out in outs:
+        assert not re.search(r"Traceback|crashed|trial \d+ failed", out), out[-3000:]
+        gone, back = stamped(out, "storage unreachable ("), stamped(out, "storage back after")
+        assert len(gone) == len(back) <= 1, out[-3000:]   # one line each way, however many calls waited
+        noticed += [(g - down, b - up, b - g) for g, b in zip(gone, back)]
+    assert noticed, "neither sweep noticed the restart"
+    print(f"\nrestart: server down {up - down:.2f} s; per sweep that noticed: (noticed after, back after the server "
+          f"was up, outage seen) = {[tuple(round(x, 2) for x in n) for n in noticed]}")
+
+
+@pytest.mark.slow
+def test_a_locked_sqlite_study_costs_four_slots_a_wait_not_a_trial(tmp_path):
+    # SQLite waits 5 s for a lock, then says "database is locked": this lock is held longer, while trials end and
+    # the heartbeat thread beats every second
+    db = f"sqlite:///{tmp_path}/study.db"
+    p = subprocess.Popen(sweep_cmd(tmp_path, db, "hydra.sweeper.n_trials=12", "hydra.sweeper.n_jobs=4",
+                                   "x=interval(-5.0, 5.0)", "hydra.sweeper.heartbeat_interval=1",
+                                   "hydra.sweeper.grace_period=60"),
+                         cwd=APPS, env=env(0), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_files(tmp_path, "ran-*.json", 2, [p])
+        with sqlite3.connect(f"{tmp_path}/study.db", isolation_level=None) as lock:
+            lock.execute("BEGIN EXCLUSIVE")
+            time.sleep(7)
+            lock.execute("COMMIT")
+        out = p.communicate(timeout=60)[0]
+    finally:
+        p.kill()
+    assert p.returncode == 0, out[-3000:]
+    assert len(stamped(out, "storage unreachable (OperationalError: database is locked)")) == 1, out[-3000:]
+    assert len(stamped(out, "storage back after")) == 1 and not re.search(r"Traceback|crashed|trial \d+ failed", out)
+    no_trial_lost_or_doubled(db, 12)
+
+
+@pytest.mark.slow
+def test_a_storage_gone_for_longer_than_storage_timeout_stops_the_sweep_with_one_line(tmp_path, pg_server):
+    url = create_database(pg_server.url)
+    p = subprocess.Popen(sweep_cmd(tmp_path, url, "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=2",
+                                   "x=interval(-5.0, 5.0)", "hydra.sweeper.storage_timeout=3"),
+                         cwd=APPS, env=env(1.0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_files(tmp_path, "sweep/*/job_return.json", 2, [p])   # two trials have ended
+        time.sleep(0.3)   # and been told
+        finished = {r["number"] for r in rows(tmp_path) if r["state"] == "COMPLETE"}
+        pg_server.stop()
+        gone = time.time()
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 1 and time.time() - gone < 10, out[-2000:] + err[-2000:]
+    [error] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert error.startswith("error: the storage was unreachable for 3 s (hydra.sweeper.storage_timeout=3): ")
+    assert error.endswith("run the same command again once it is back") and "Traceback" not in out + err
+    assert finished and finished <= {r["number"] for r in rows(tmp_path) if r["state"] == "COMPLETE"}
+    for r in rows(tmp_path):   # the trials it stopped say so
+        if r["state"] == "RUNNING" and not (tmp_path / "sweep" / r["number"] / "job_return.json").exists():
+            pytest.fail(f"trial {r['number']} was stopped without a record")
+
+
+@pytest.mark.slow
+def test_a_crash_in_a_slot_stops_the_sweep_with_one_line_and_keeps_what_finished(tmp_path):
+    db = f"sqlite:///{tmp_path}/study.db"
+    r = subprocess.run(sweep_cmd(tmp_path, db, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
+                                 "x=interval(-5.0, 5.0)", "hydra.sweeper.custom_search_space=plainapp.space.broken"),
+                       cwd=APPS, env=env(0.5), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    [error] = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith("error: a slot of the sweep crashed (KeyError: 'z'): no more trials were started")
+    assert "Traceback" not in r.stdout + r.stderr
+    assert "KeyError" in (tmp_path / "sweep" / "sweep.log").read_text()          # its traceback is there
+    study = optuna.load_study(study_name="sphere", storage=db)
+    assert [t.number for t in counted(study)] == [0, 1]
+    assert all(t.state == TrialState.COMPLETE for t in counted(study))
+    assert TrialState.RUNNING not in [t.state for t in study.trials]             # the ask it cut off is closed
+    assert [r["number"] for r in rows(tmp_path)] == ["0", "1"]                   # outputs written
+    assert os.path.exists(tmp_path / "sweep" / "optimization_results.yaml")

@@ -107,6 +107,9 @@ class OptunaSweeperConf:
     # (null: twice the interval) is failed and re-queued by any sweep on the study, on any host. null: no beats
     heartbeat_interval: Optional[int] = 60
     grace_period: Optional[int] = None
+    # any storage: a call failing with a connection or lock error (a restart, a failover, SQLite's "database is
+    # locked") is tried again for up to storage_timeout s; past it the sweep stops (exit 1), finished trials kept
+    storage_timeout: float = 600
     cuda_mps: Any = "auto"               # auto | true | false: trial processes share a GPU through CUDA MPS (auto:
                                          # n_jobs > 1 and the trials use CUDA); sweeper/engine/mps.py
     trial_timeout: Optional[float] = None  # seconds: a trial running longer is stopped and failed (it then runs

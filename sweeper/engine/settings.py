@@ -30,6 +30,7 @@ class Settings:
     grace_period: Optional[int]
     cuda_mps: Any
     trial_timeout: Optional[float] = None
+    storage_timeout: float = 600
     gpus: Any = "auto"
 
     def __post_init__(self):
@@ -55,6 +56,8 @@ class Settings:
         t = self.trial_timeout
         check(t is None or isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0, "trial_timeout", t,
               "seconds > 0, or null")
+        t = self.storage_timeout
+        check(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0, "storage_timeout", t, "seconds > 0")
 
     def policy_settings(self):
         """The policy's own keys (sweeper/engine/policy.py): it reads them."""

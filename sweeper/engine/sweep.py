@@ -34,6 +34,7 @@ from sweeper.engine.heartbeat import Heartbeat
 from sweeper.engine.jobs import Jobs
 from sweeper.engine.ledger import Ledger
 from sweeper.engine.progress import Progress, final_lines, log_to_file
+from sweeper.engine.retry import Retry, StorageLost as Lost
 from sweeper.engine.settings import Settings
 from sweeper.engine.study import StudyError, absolute_url, check_identity, make_study
 
@@ -46,6 +47,14 @@ class SweepError(Exception):
     def __init__(self, message, exit_code=2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class StorageLost(SweepError, Lost):
+    """The storage stayed unreachable for longer than storage_timeout: the sweep stops, exit 1. Raised by this
+    sweep's Retry (sweeper/engine/retry.py)."""
+
+    def __init__(self, message):
+        super().__init__(message, exit_code=1)
 
 
 class OptunaSweep:
@@ -62,6 +71,10 @@ class OptunaSweep:
         self.lock = threading.Lock()
         self.last_failure = None
         self.heartbeat, self.waiting = None, False
+        # every storage call waits out a blink of the database for up to storage_timeout s (sweeper/engine/retry.py)
+        self.retry = Retry(s.storage_timeout, error=StorageLost)
+        self.fatal = None        # the SweepError that stops the whole sweep: the storage is gone, or a slot crashed
+        self.in_flight = {}      # trial number -> trial, of the trials this sweep's slots run now
 
     def setup(self, *, hydra_context, task_function, config):
         self.hydra_context, self.config = hydra_context, config
@@ -81,10 +94,11 @@ class OptunaSweep:
         try:
             with mps.daemon(self.cuda_mps, self.sweep_dir, self.n_jobs, OmegaConf.select(self.config, "device"),
                             self.jobs.gpus), \
-                    Heartbeat(beats, self.heartbeat_interval) if beats else contextlib.nullcontext() as hb, \
+                    Heartbeat(beats, self.heartbeat_interval, self.retry, self.lost) if beats else \
+                    contextlib.nullcontext() as hb, \
                     self.progress.shown():
                 self.heartbeat = hb
-                self.progress.update(ledger.finished(), ledger.running())
+                self.retry(self.progress.update, ledger.finished(), ledger.running())
                 self.slots(study)
             if ledger.stop_reason == "interrupted":
                 raise KeyboardInterrupt
@@ -134,7 +148,7 @@ class OptunaSweep:
                 shutil.rmtree(created, ignore_errors=True)
             raise SweepError(str(e)) from None
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        self.ledger = ledger = Ledger(study, self.n_trials, self.extend)
+        self.ledger = ledger = Ledger(study, self.n_trials, self.extend, retry=self.retry)
         ledger.recover()
         log.info(f"study {study.study_name!r} in {self.storage_url or 'memory'}: {len(ledger.finished())} of "
                  f"{self.n_trials} trials done{_earlier_dirs(ledger.finished(), self.sweep_dir)}; {self.n_jobs} at "
@@ -144,14 +158,21 @@ class OptunaSweep:
     def finish(self, study):
         """Write the outputs and say what came of the sweep: its best trial(s), hits, files, how to run the best."""
         ledger = self.ledger
+        if isinstance(self.fatal, StorageLost):   # nothing more can be written or read
+            self.abandon()
+            self.log_file.close_and_detach()
+            raise self.fatal
         with self.lock:
-            results.write_outputs(study, self.sweep_dir, self.policy)
+            self.retry(results.write_outputs, study, self.sweep_dir, self.policy)
         done = ledger.finished()
-        if ledger.stop_reason:
+        if ledger.stop_reason and self.fatal is None:
             log.info(f"stopped early: {ledger.stop_reason}")
-        for line in final_lines(study, done, self.policy, self.sweep_dir, self.storage_url, self.rerun):
+        for line in self.retry(lambda: list(final_lines(study, done, self.policy, self.sweep_dir, self.storage_url,
+                                                        self.rerun))):
             log.info(line)
         self.log_file.close_and_detach()
+        if self.fatal is not None:
+            raise self.fatal
         if self.too_many_failures(done):
             failed = [t for t in done if t.state == TrialState.FAIL]
             last = self.last_failure or f"trial {failed[-1].number}: {failed[-1].user_attrs.get('reason')}"
@@ -174,11 +195,20 @@ class OptunaSweep:
         for t in threads:
             t.start()
         for t in threads:
-            while t.is_alive():
+            while t.is_alive() and not isinstance(self.fatal, StorageLost):   # then finish() stops the slots
                 t.join(0.5)  # short joins keep the main thread responsive to Ctrl-C
 
     def work(self, study):
-        """One slot: ask for a trial, run it, tell how it ended; until the ledger says the sweep is done."""
+        """One slot: ask for a trial, run it, tell how it ended; until the ledger says the sweep is done. An error
+        here stops the whole sweep (exit 1), never this slot alone."""
+        try:
+            self.slot(study)
+        except Lost as e:
+            self.lost(e)
+        except Exception as e:
+            self.crashed(e)
+
+    def slot(self, study):
         while True:
             with self.lock:
                 trial = self.ledger.ask(self.space)
@@ -192,6 +222,7 @@ class OptunaSweep:
                     self.waiting = True
                 time.sleep(min(self.heartbeat_interval, 5))
                 continue
+            self.in_flight[trial.number] = trial
             if self.heartbeat:
                 self.heartbeat.add(trial)
             try:
@@ -200,14 +231,48 @@ class OptunaSweep:
                 with self.lock:
                     self.ledger.stop("interrupted")
                 return
+            except Lost:
+                raise
             except Exception as e:  # a broken trial never kills the sweep
                 log.exception(f"trial {trial.number} crashed the sweeper's side")
                 with self.lock:
-                    if study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
+                    if self.retry(study._storage.get_trial, trial._trial_id).state == TrialState.RUNNING:
                         self.tell(study, trial, pol.Verdict("failed", reason=worker.describe(e)))
             finally:
                 if self.heartbeat:
                     self.heartbeat.discard(trial)
+            self.in_flight.pop(trial.number, None)
+
+    def lost(self, e):
+        """The storage stayed unreachable past storage_timeout (in a slot or the heartbeat thread): stop now."""
+        self.stop_sweep(e if isinstance(e, StorageLost) else StorageLost(str(e)))
+
+    def crashed(self, e):
+        """An error no slot expects: no more trials start, the running ones end, and the sweep exits 1 saying so.
+        Its traceback goes to sweep.log only."""
+        log_file = getattr(self, "log_file", None)
+        if log_file is not None:
+            log_file.handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "a slot of the sweep crashed",
+                                                   None, (type(e), e, e.__traceback__)))
+        self.stop_sweep(SweepError(f"a slot of the sweep crashed ({worker.describe(e)}): no more trials were started, "
+                                   f"the finished ones are kept; traceback in {self.sweep_dir / 'sweep.log'}",
+                                   exit_code=1))
+
+    def stop_sweep(self, error):
+        if self.fatal is None:
+            self.fatal = error
+        self.ledger.stop(str(error))
+
+    def abandon(self):
+        """The storage is gone: stop this sweep's running trials. They stay RUNNING in the study, so the next sweep
+        on it re-runs them (their sweep's pid is dead, or their heartbeat stale); the dirs of the stopped jobs say
+        `interrupted` (a job that ended but could not be told keeps its job_return.json)."""
+        worker.stop_all()
+        why = "interrupted: the storage was unreachable"
+        for trial in list(self.in_flight.values()):
+            job_dir = self.sweep_dir / str(trial.number)
+            if not (job_dir / worker.RETURN_FILE).exists():
+                worker.mark_interrupted(job_dir, sp.overrides(trial, self.space, self.config) + self.fixed, why)
 
     def terminated(self, signum, frame):
         self.cause = "SIGTERM"
@@ -241,7 +306,7 @@ class OptunaSweep:
         """Run a trial as its policy says (maybe not at all, maybe several times) and tell Optuna how it ended."""
         overrides = sp.overrides(trial, self.space, self.config) + self.fixed
         job_dir = self.sweep_dir / str(trial.number)
-        trial.set_user_attr("dir", str(job_dir.absolute()))  # compare may run from another folder
+        self.retry(trial.set_user_attr, "dir", str(job_dir.absolute()))  # compare may run from another folder
         verdict = self.policy.before(trial.number, overrides, job_dir)
         if verdict is None:
             run = self.jobs.run(overrides, job_dir, trial.number, trial, study)
@@ -258,7 +323,7 @@ class OptunaSweep:
                 log.warning(f"trial {trial.number}: {verdict.reason}; its params are queued to run again")
                 return
             self.tell(study, trial, verdict)
-            results.write_outputs(study, self.sweep_dir, self.policy)
+            self.retry(results.write_outputs, study, self.sweep_dir, self.policy)
 
     def tell(self, study, trial, verdict):
         """Tell Optuna how a trial ended (`verdict`, sweeper/engine/policy.py), then whether the sweep goes on."""
@@ -286,7 +351,7 @@ class OptunaSweep:
         if reason := self.policy.stop(done):
             self.ledger.stop(reason)
         if hasattr(self, "progress"):   # tell() also runs on its own, in tests of the ledger
-            self.progress.update(done, self.ledger.running())
+            self.retry(self.progress.update, done, self.ledger.running())
 
     def too_many_failures(self, done):
         return sum(t.state == TrialState.FAIL for t in done) > self.max_failure_rate * self.n_trials

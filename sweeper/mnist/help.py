@@ -138,6 +138,7 @@ SWEEPER_KEYS = {
     "confirm_seeds": "a hit runs again on seeds +1 … +K and counts only if every run hits",
     "heartbeat_interval": "seconds between a running trial's heartbeats in an RDB storage; null: none",
     "grace_period": "silent seconds before a trial is failed and re-queued (null: twice the interval)",
+    "storage_timeout": "seconds a sweep waits out a storage that is down or locked, then stops (exit 1)",
     "cuda_mps": "trials share a GPU through CUDA MPS: `auto` (`n_jobs` > 1 on CUDA), `true`, `false`",
     "trial_timeout": "seconds: a trial running longer is stopped and failed; null: no limit",
     "gpus": "worker i gets GPU i mod n: `auto` (on CUDA), a list (`[0, 2]`), or null",
