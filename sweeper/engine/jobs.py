@@ -24,6 +24,7 @@ class Jobs:
         self.in_process = n_jobs == 1 and self.basic and timeout is None
         self.workers = self.basic and not self.in_process
         self.storage_url = None   # set by the sweep once its storage is known: how other processes reach a trial
+        self.storage_timeout = 600   # the sweep's: how long a job's own reports wait out a blink of the storage
         # which GPU each worker process gets (sweeper/engine/gpus.py); the slot a thread serves is thread-local
         self.gpus = placement(gpus, n_jobs, OmegaConf.select(config, "device")) if self.workers else None
         self.slot = threading.local()
@@ -40,7 +41,7 @@ class Jobs:
     def run(self, overrides, job_dir, number, trial=None, study=None):
         """Run one job in `job_dir` (under the sweep dir) -> (JobResult, the dir it ran in). Only a trial's own run
         reports to its Optuna trial (`trial`, `study`); more runs of the same trial (another seed) do not."""
-        spec = worker.spec(self.storage_url, study, trial, self.pruner, self.prune_guard) \
+        spec = worker.spec(self.storage_url, study, trial, self.pruner, self.prune_guard, self.storage_timeout) \
             if trial is not None and self.storage_url else ""
         if self.workers:
             env = for_slot(self.gpus, getattr(self.slot, "index", 0))

@@ -126,6 +126,7 @@ class OptunaSweep:
         if self.storage is None and not self.jobs.in_process:
             # trials in other processes reach their Optuna trial through the storage: give this sweep one
             storage_url = str(self.sweep_dir / "study.journal")
+        self.jobs.storage_timeout = self.settings.storage_timeout
         self.storage_url = self.jobs.storage_url = absolute_url(storage_url)   # a chdir job opens it from its dir
 
     def open_study(self):

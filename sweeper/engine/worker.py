@@ -30,7 +30,7 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import ListConfig
 
-TRIAL_ENV = "SWEEPER_TRIAL"   # {"storage", "study", "trial_id", "pruner", "guard"}: a job outside the sweep's process
+TRIAL_ENV = "SWEEPER_TRIAL"   # {"storage", "study", "trial_id", "pruner", "guard", "storage_timeout"}: a job elsewhere
 RETURN_FILE = "job_return.json"
 
 _bound = None                 # (trial, guard) of a job that runs in the sweep's own process
@@ -53,7 +53,8 @@ def report(value, step, may_prune=True):
     if trial is None or len(trial.study.directions) > 1:
         return False
     value = float(value)
-    trial.report(value, int(step))
+    retry = _retry()   # a report during a blink of the storage waits it out, as the sweep's own calls do
+    retry(trial.report, value, int(step))
     if not may_prune:
         return False
     if guard is not None:
@@ -61,7 +62,18 @@ def report(value, step, may_prune=True):
         maximize = trial.study.direction == optuna.study.StudyDirection.MAXIMIZE
         if (value >= guard) if maximize else (value <= guard):
             return False
-    return trial.should_prune()
+    return retry(trial.should_prune)
+
+
+def _retry():
+    from sweeper.engine.retry import Retry   # loaded on a job's first report, not by every Hydra run
+    global _retrier
+    if _retrier is None:
+        _retrier = Retry(timeout=float(json.loads(os.environ.get(TRIAL_ENV) or "{}").get("storage_timeout", 600)))
+    return _retrier
+
+
+_retrier = None
 
 
 def _trial():
@@ -93,10 +105,10 @@ def bound(trial, guard=None):
         _bound = None
 
 
-def spec(storage_url, study, trial, pruner_cfg, guard=None):
+def spec(storage_url, study, trial, pruner_cfg, guard=None, storage_timeout=600):
     """SWEEPER_TRIAL for a job in another process: enough to load its trial from the storage."""
     return json.dumps(dict(storage=storage_url, study=study.study_name, trial_id=trial._trial_id, pruner=pruner_cfg,
-                           guard=guard))
+                           guard=guard, storage_timeout=storage_timeout))
 
 
 # ---------------------------------------------------------------- what a job returned
