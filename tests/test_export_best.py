@@ -234,7 +234,7 @@ def test_a_file_hydra_would_not_run_is_refused(tmp_path, capsys):
 @pytest.mark.slow
 def test_the_best_of_a_real_sweep_runs_again_with_the_same_config(tmp_path, capsys):
     cmd = search_cmd(tmp_path, {"model.width": "choice(6, 8)", "optimizer.lr": "interval(0.01, 0.1)"},
-                     "model=slim", "augment=none", "data.test_subset=300", n_trials=2)
+                     "model=slim", "augment=none", "data.test_subset=300", n_trials=1)
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "conf" / "experiment" / "best.yaml"

@@ -44,7 +44,7 @@ def workers_of(pid):
 
 def test_a_worker_preempted_alone_runs_its_trial_again_and_the_sweep_goes_on(tmp_path):
     cmd = plain_cmd(tmp_path, n_trials=3, n_jobs=2)
-    p = start(cmd, 3, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = start(cmd, 2, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wait_for(lambda: len(workers_of(p.pid)) == 2 and len(sphere(tmp_path).get_trials(states=(S.RUNNING,))) == 2)
     os.kill(workers_of(p.pid)[0], signal.SIGTERM)
     out, _ = p.communicate(timeout=120)
