@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import warnings
 
 import optuna
@@ -66,7 +67,7 @@ class Ledger:
         for _ in range(ASKS):
             trial = self.new_trial(space)
             # fetched after asking, so asks by other sweeps on the same study are seen too
-            others = [t for t in self.counted() if t.number != trial.number]
+            others = self.settled_others(trial)
             if sum(t.number < trial.number for t in others) >= self.n_trials:
                 self.uncount(trial, "surplus: n_trials already reached by another worker")
                 return None
@@ -78,6 +79,18 @@ class Ledger:
             self.uncount(trial, "duplicate of another trial's params")
         self.stop("the sampler keeps proposing params already tried: the search space looks exhausted")
         return None
+
+    def settled_others(self, trial, tries=20, pause=0.05):
+        """The counted trials but `trial`, once the earlier ones other sweeps are still asking have all their
+        params: Optuna writes a trial's params one at a time, and the worker attr last. Compared half-written, two
+        asks of the same params would each keep theirs. A trial that stays unsettled is waited for ~1 s at most."""
+        for _ in range(tries):
+            others = [t for t in self.counted() if t.number != trial.number]
+            if not any(t.state == TrialState.RUNNING and "worker" not in t.user_attrs and t.number < trial.number
+                       for t in others):
+                return others
+            time.sleep(pause)
+        return others
 
     def new_trial(self, space):
         """study.ask, custom params and the `worker` attr, tried again as one while the storage blinks. A try cut
