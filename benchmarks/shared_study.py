@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from servers import create_database, running_postgres  # noqa: E402
 
+from scale_out import _machine  # noqa: E402  (benchmarks/ is this script's own folder on sys.path)
+
 SPACES = {
     "continuous": ["x=interval(-5.0,5.0)", "y=interval(-5.0,5.0)"],
     "discrete": [],   # the app's own: x: range(-5, 5, step=1), y: choice(-2, 0, 2)
@@ -143,13 +145,6 @@ def main():
             results[space] = measure(server, args, space, checkout)
     print(json.dumps(dict(machine=_machine(), cores=os.cpu_count(), code=str(checkout or ROOT), commit=commit,
                           sweeps=args.sweeps, n_trials=args.n_trials, overrides=args.override, **results)))
-
-
-def _machine():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":
