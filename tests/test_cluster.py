@@ -125,6 +125,21 @@ def test_ray_launcher_keeps_n_jobs_trials_in_flight_and_prunes_through_the_stora
     assert len(spans(tmp_path)) == 6 and most_at_once(spans(tmp_path)) == 2
 
 
+@pytest.mark.xdist_group("ray")
+def test_a_hung_ray_job_is_stopped_at_trial_timeout_and_the_ray_workers_are_free_again(tmp_path, ray_cluster):
+    # both jobs sleep for an hour; each one's watch (sweeper/engine/watch.py) stops it in its Ray worker at 2 s
+    db = f"sqlite:///{tmp_path}/s.db"
+    ok(run(tmp_path, *ray(ray_cluster), f"hydra.sweeper.storage={db}", "hydra.sweeper.trial_timeout=2",
+           "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+           "sleep=3600"))
+    trials = optuna.load_study(study_name="sphere", storage=db).trials
+    assert [(t.state, t.user_attrs["reason"]) for t in trials] == [(TrialState.FAIL, "timeout after 2 s")] * 2
+    # the cluster's 2 CPUs are free: a second sweep on it runs its 2 jobs at once
+    ok(run(tmp_path, *ray(ray_cluster), "sleep=1", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+           "hydra.sweep.dir=" + str(tmp_path / "second")))
+    assert most_at_once(spans(tmp_path)) == 2
+
+
 def test_submitit_local_launcher(tmp_path):
     db = f"sqlite:///{tmp_path}/s.db"
     ok(run(tmp_path, "hydra/launcher=submitit_local", f"hydra.sweeper.storage={db}", "sleep=2",

@@ -1,5 +1,6 @@
 """Faults a cluster has every day, on the torch-free plain app: SIGTERM to a sweep (a scheduler preempting it),
-SIGTERM to one of its worker processes, and a trial that hangs."""
+SIGTERM to one of its worker processes, and a trial that hangs; under the basic launcher and under submitit's and
+Ray's, whose jobs stop themselves when their sweep is done with them (sweeper/engine/watch.py)."""
 import os
 import signal
 import subprocess
@@ -68,8 +69,37 @@ def test_a_hung_trial_is_stopped_at_trial_timeout_and_failed_and_the_sweep_goes_
     trials = rows(tmp_path)
     assert [(t["state"], t["reason"]) for t in trials] == [("FAIL", "timeout after 2 s")] * 2
     assert "trial 0 failed: timeout after 2 s" in r.stdout + r.stderr
-    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and str(tmp_path).encode() in _cmdline(pid)]
-    assert not left, left   # the hung jobs' processes are gone
+    assert not _left(tmp_path)   # the hung jobs' processes are gone
+
+
+def test_a_hung_submitit_job_is_stopped_at_trial_timeout_and_failed_and_the_sweep_goes_on(tmp_path):
+    r = subprocess.run(plain_cmd(tmp_path, "hydra/launcher=submitit_local", "hydra.sweeper.trial_timeout=2",
+                                 "hydra.sweeper.max_failure_rate=1.0", n_trials=2, n_jobs=2),
+                       cwd=Path(__file__).parent / "apps", capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PLAINAPP_SLEEP": "3600"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [(t["state"], t["reason"]) for t in rows(tmp_path)] == [("FAIL", "timeout after 2 s")] * 2
+    assert not _left(tmp_path)
+
+
+def test_sigterm_to_a_sweep_stops_its_submitit_jobs(tmp_path):
+    cmd = plain_cmd(tmp_path, "hydra/launcher=submitit_local", n_trials=4, n_jobs=2)
+    p = start(cmd, 3600, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for(lambda: started(tmp_path, sphere(tmp_path).get_trials(states=(S.RUNNING,)) or [None]))
+    jobs = _left(tmp_path)
+    assert len(jobs) >= 2   # submitit's local jobs: processes of their own, not children of the sweep
+    os.kill(p.pid, signal.SIGTERM)   # the sweep alone, as a scheduler preempting its job would
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 143, out[-2000:]
+    wait_for(lambda: not _left(tmp_path), timeout=20)   # each job saw its trial re-queued and stopped
+    assert not _left(tmp_path)
+    assert S.RUNNING not in [t.state for t in sphere(tmp_path).trials]
+
+
+def _left(tmp_path):
+    """The processes still running a job of the sweep under tmp_path (their command lines name its dirs)."""
+    return [pid for pid in os.listdir("/proc") if pid.isdigit() and str(tmp_path).encode() in _cmdline(pid)
+            and int(pid) != os.getpid()]
 
 
 def test_a_bad_trial_timeout_is_one_line(tmp_path):

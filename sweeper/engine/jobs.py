@@ -38,11 +38,12 @@ class Jobs:
         if not self.basic and self.n_jobs > 1:
             launchers.warm_up(self.launcher)
 
-    def run(self, overrides, job_dir, number, trial=None, study=None):
-        """Run one job in `job_dir` (under the sweep dir) -> (JobResult, the dir it ran in). Only a trial's own run
-        reports to its Optuna trial (`trial`, `study`); more runs of the same trial (another seed) do not."""
-        spec = worker.spec(self.storage_url, study, trial, self.pruner, self.prune_guard, self.storage_timeout) \
-            if trial is not None and self.storage_url else ""
+    def run(self, overrides, job_dir, number, trial=None, study=None, own=True):
+        """Run one job in `job_dir` (under the sweep dir) -> (JobResult, the dir it ran in). Only a trial's `own`
+        run reports to its Optuna trial (`trial`, `study`); more runs of the same trial (another seed) do not.
+        Either is stopped after the sweep's trial_timeout."""
+        spec = worker.spec(self.storage_url, study, trial, self.pruner, self.prune_guard, self.storage_timeout,
+                           self.timeout, reports=own) if trial is not None and self.storage_url else ""
         if self.workers:
             env = for_slot(self.gpus, getattr(self.slot, "index", 0))
             return worker.run(self.config, overrides, job_dir, number, spec, self.timeout, env), job_dir
@@ -50,8 +51,14 @@ class Jobs:
             overrides = overrides + [f"++hydra.job.env_set.{worker.TRIAL_ENV}='{spec}'"]
         if job_dir.parent != self.sweep_dir:   # another run of a trial, inside its trial's dir
             overrides = overrides + [f"hydra.sweep.subdir={job_dir.relative_to(self.sweep_dir)}"]
-        with worker.bound(trial, self.prune_guard) if trial is not None else contextlib.nullcontext():
-            [ret] = self.launcher.launch([overrides], initial_job_idx=number)   # the basic one: in this process
+        with worker.bound(trial, self.prune_guard) if trial is not None and own else contextlib.nullcontext():
+            try:
+                [ret] = self.launcher.launch([overrides], initial_job_idx=number)   # the basic one: in this process
+            except Exception:
+                if not (job_dir / worker.RETURN_FILE).is_file():
+                    raise
+                # its watch (watch.py) stopped a job that would not end, and wrote how it ended before its exit
+                return worker.read_return(job_dir), job_dir
         result, run_dir = worker.from_job_return(ret), Path(ret.hydra_cfg.hydra.runtime.output_dir)
         if not (run_dir / worker.RETURN_FILE).exists():   # a worker process writes its own
             worker.save_return(run_dir, result)

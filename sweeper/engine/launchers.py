@@ -9,12 +9,14 @@ import sys
 
 from hydra.core.plugins import Plugins
 
+from sweeper.engine.watch import Watched
+
 
 def make(hydra_context, task_function, config):
     basic = str(config.hydra.launcher._target_).endswith(".BasicLauncher")
-    # any other launcher may pickle the task: give it one that pickles
+    # any other launcher may pickle the task: give it one that pickles, and that stops when its sweep says so
     return Plugins.instance().instantiate_launcher(
-        hydra_context=hydra_context, task_function=task_function if basic else importable(task_function),
+        hydra_context=hydra_context, task_function=task_function if basic else Watched(importable(task_function)),
         config=config)
 
 

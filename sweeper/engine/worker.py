@@ -30,7 +30,7 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import ListConfig
 
-TRIAL_ENV = "SWEEPER_TRIAL"   # {"storage", "study", "trial_id", "pruner", "guard", "storage_timeout"}: a job elsewhere
+TRIAL_ENV = "SWEEPER_TRIAL"   # a job elsewhere: how to reach its trial, and how long it may run (`spec`)
 RETURN_FILE = "job_return.json"
 
 _bound = None                 # (trial, guard) of a job that runs in the sweep's own process
@@ -83,11 +83,14 @@ def _trial():
     if not spec:
         return None, None
     if spec not in _loaded:
+        s = json.loads(spec)
+        if not s.get("reports", True):   # another run of a trial (a confirmation seed): the trial is not its to report
+            _loaded[spec] = None, None
+            return _loaded[spec]
         import optuna
         from hydra.utils import instantiate
 
         from sweeper.engine.study import open_storage
-        s = json.loads(spec)
         study = optuna.load_study(study_name=s["study"], storage=open_storage(s["storage"]),
                                   pruner=instantiate(s["pruner"]))
         _loaded[spec] = optuna.Trial(study, s["trial_id"]), s.get("guard")
@@ -105,10 +108,11 @@ def bound(trial, guard=None):
         _bound = None
 
 
-def spec(storage_url, study, trial, pruner_cfg, guard=None, storage_timeout=600):
-    """SWEEPER_TRIAL for a job in another process: enough to load its trial from the storage."""
+def spec(storage_url, study, trial, pruner_cfg, guard=None, storage_timeout=600, timeout=None, reports=True):
+    """SWEEPER_TRIAL for a job in another process: enough to load its trial from the storage, whether the job
+    `reports` to it (a trial's own run) or only belongs to it (another seed), and its `timeout` (watch.py)."""
     return json.dumps(dict(storage=storage_url, study=study.study_name, trial_id=trial._trial_id, pruner=pruner_cfg,
-                           guard=guard, storage_timeout=storage_timeout))
+                           guard=guard, storage_timeout=storage_timeout, timeout=timeout, reports=reports))
 
 
 # ---------------------------------------------------------------- what a job returned
@@ -126,6 +130,10 @@ def describe(e):
 
 def from_exception(e):
     import optuna
+
+    from sweeper.engine.watch import JobStopped, stopped
+    if isinstance(e, JobStopped):   # its watch stopped the job: a timeout, or its sweep was interrupted
+        return stopped(str(e))
     if isinstance(e, optuna.TrialPruned):
         return JobResult("pruned", error=describe(e))
     return JobResult("failed", error=describe(e))
@@ -146,6 +154,10 @@ def save_return(run_dir, result):
     else:
         record = dict(status=result.status, error=result.error)
     (Path(run_dir) / RETURN_FILE).write_text(json.dumps(record))
+
+
+def read_return(job_dir):
+    return JobResult(**json.loads((Path(job_dir) / RETURN_FILE).read_text()))
 
 
 def _jsonable(value):
@@ -225,7 +237,7 @@ def run(config, overrides, job_dir, number, trial_spec, timeout=None, env=None):
     if p.returncode in (-signal.SIGTERM, 143):
         return JobResult("interrupted", error="interrupted by SIGTERM")
     try:
-        return JobResult(**json.loads((job_dir / RETURN_FILE).read_text()))
+        return read_return(job_dir)
     except (OSError, ValueError, TypeError):
         # the job never reached its end (a bad override, sys.exit, a crash): its last line says why
         lines = (job_dir / "console.log").read_text(errors="replace").strip().splitlines()
