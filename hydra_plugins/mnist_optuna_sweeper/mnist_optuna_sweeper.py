@@ -36,7 +36,7 @@ class MnistOptunaSweeper(Sweeper):
         self.sweep_impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments):
-        from sweeper.engine.sweep import SweepError
+        from sweeper.engine.stops import SweepError
         try:
             return self.sweep_impl.sweep(arguments)
         except SweepError as e:

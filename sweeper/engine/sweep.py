@@ -18,10 +18,8 @@ Optuna how they ended.
 import contextlib
 import importlib
 import logging
-import os
 import shlex
 import shutil
-import signal
 import threading
 import time
 from pathlib import Path
@@ -36,25 +34,10 @@ from sweeper.engine.ledger import Ledger
 from sweeper.engine.progress import Progress, final_lines, log_to_file
 from sweeper.engine.retry import Retry, StorageLost as Lost
 from sweeper.engine.settings import Settings
+from sweeper.engine.stops import StorageLost, Stops, SweepError
 from sweeper.engine.study import StudyError, absolute_url, check_identity, make_study
 
 log = logging.getLogger(__name__)
-
-
-class SweepError(Exception):
-    """Bad sweep settings (exit 2), or a sweep stopped by failures (exit 1): one line for the user."""
-
-    def __init__(self, message, exit_code=2):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class StorageLost(SweepError, Lost):
-    """The storage stayed unreachable for longer than storage_timeout: the sweep stops, exit 1. Raised by this
-    sweep's Retry (sweeper/engine/retry.py)."""
-
-    def __init__(self, message):
-        super().__init__(message, exit_code=1)
 
 
 class OptunaSweep:
@@ -73,13 +56,13 @@ class OptunaSweep:
         self.heartbeat, self.waiting = None, False
         # every storage call waits out a blink of the database for up to storage_timeout s (sweeper/engine/retry.py)
         self.retry = Retry(s.storage_timeout, error=StorageLost)
-        self.fatal = None        # the SweepError that stops the whole sweep: the storage is gone, or a slot crashed
         self.in_flight = {}      # trial number -> trial, of the trials this sweep's slots run now
 
     def setup(self, *, hydra_context, task_function, config):
         self.hydra_context, self.config = hydra_context, config
         self.task_function = task_function
         self.sweep_dir = Path(config.hydra.sweep.dir)
+        self.stops = Stops(self.sweep_dir, self.overrides)   # Ctrl-C, SIGTERM, a storage gone, a crashed slot
 
     # ------------------------------------------------------------ the sweep
     def sweep(self, arguments):
@@ -89,12 +72,11 @@ class OptunaSweep:
         self.progress = Progress(study, self.n_trials, self.n_jobs, self.policy, live=not self.jobs.in_process)
         self.jobs.warm_up()
         beats = study._storage if self.heartbeat_interval is not None and "://" in (self.storage_url or "") else None
-        self.cause = "Ctrl-C"
-        on_signal(signal.SIGTERM, self.terminated)   # preemption (SLURM, kill, systemd): as Ctrl-C is
+        self.stops.catch_sigterm()
         try:
             with mps.daemon(self.cuda_mps, self.sweep_dir, self.n_jobs, OmegaConf.select(self.config, "device"),
                             self.jobs.gpus), \
-                    Heartbeat(beats, self.heartbeat_interval, self.retry, self.lost) if beats else \
+                    Heartbeat(beats, self.heartbeat_interval, self.retry, self.stops.lost) if beats else \
                     contextlib.nullcontext() as hb, \
                     self.progress.shown():
                 self.heartbeat = hb
@@ -103,7 +85,8 @@ class OptunaSweep:
             if ledger.stop_reason == "interrupted":
                 raise KeyboardInterrupt
         except KeyboardInterrupt:
-            self.interrupted(study)
+            self.stops.interrupted(self.lock, lambda: results.write_outputs(study, self.sweep_dir, self.policy),
+                                   self.log_file, self.storage_url)
         return self.finish(study)
 
     def prepare(self, arguments):
@@ -149,7 +132,7 @@ class OptunaSweep:
                 shutil.rmtree(created, ignore_errors=True)
             raise SweepError(str(e)) from None
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        self.ledger = ledger = Ledger(study, self.n_trials, self.extend, retry=self.retry)
+        self.ledger = self.stops.ledger = ledger = Ledger(study, self.n_trials, self.extend, retry=self.retry)
         ledger.recover()
         log.info(f"study {study.study_name!r} in {self.storage_url or 'memory'}: {len(ledger.finished())} of "
                  f"{self.n_trials} trials done{_earlier_dirs(ledger.finished(), self.sweep_dir)}; {self.n_jobs} at "
@@ -158,22 +141,22 @@ class OptunaSweep:
 
     def finish(self, study):
         """Write the outputs and say what came of the sweep: its best trial(s), hits, files, how to run the best."""
-        ledger = self.ledger
-        if isinstance(self.fatal, StorageLost):   # nothing more can be written or read
-            self.abandon()
+        ledger, fatal = self.ledger, self.stops.fatal
+        if isinstance(fatal, StorageLost):   # nothing more can be written or read
+            self.stops.abandon(list(self.in_flight.values()))
             self.log_file.close_and_detach()
-            raise self.fatal
+            raise fatal
         with self.lock:
             self.retry(results.write_outputs, study, self.sweep_dir, self.policy)
         done = ledger.finished()
-        if ledger.stop_reason and self.fatal is None:
+        if ledger.stop_reason and fatal is None:
             log.info(f"stopped early: {ledger.stop_reason}")
         for line in self.retry(lambda: list(final_lines(study, done, self.policy, self.sweep_dir, self.storage_url,
                                                         self.rerun))):
             log.info(line)
         self.log_file.close_and_detach()
-        if self.fatal is not None:
-            raise self.fatal
+        if fatal is not None:
+            raise fatal
         if self.too_many_failures(done):
             failed = [t for t in done if t.state == TrialState.FAIL]
             last = self.last_failure or f"trial {failed[-1].number}: {failed[-1].user_attrs.get('reason')}"
@@ -181,11 +164,14 @@ class OptunaSweep:
                              f"n_trials={self.n_trials}; last failure: {last}", exit_code=1)
         return study
 
+    def overrides(self, trial):
+        """The overrides a trial's job runs with: its params, then the sweep's fixed overrides."""
+        return sp.overrides(trial, self.space, self.config) + self.fixed
+
     def rerun(self, trial):
         """The command that trains `trial` again as a single run: the app, its config and the trial's overrides."""
         saved = Path(trial.user_attrs.get("dir", "")) / ".hydra" / "overrides.yaml"
-        overrides = list(OmegaConf.load(saved)) if saved.is_file() else sp.overrides(trial, self.space, self.config) \
-            + self.fixed
+        overrides = list(OmegaConf.load(saved)) if saved.is_file() else self.overrides(trial)
         return " ".join(shlex.quote(a) for a in ["python", *worker.app_args(self.config), *overrides, "hydra.mode=RUN"])
 
     def slots(self, study):
@@ -196,7 +182,7 @@ class OptunaSweep:
         for t in threads:
             t.start()
         for t in threads:
-            while t.is_alive() and not isinstance(self.fatal, StorageLost):   # then finish() stops the slots
+            while t.is_alive() and not isinstance(self.stops.fatal, StorageLost):   # then finish() stops the slots
                 t.join(0.5)  # short joins keep the main thread responsive to Ctrl-C
 
     def work(self, study):
@@ -205,9 +191,9 @@ class OptunaSweep:
         try:
             self.slot(study)
         except Lost as e:
-            self.lost(e)
+            self.stops.lost(e)
         except Exception as e:
-            self.crashed(e)
+            self.stops.crashed(e, getattr(self, "log_file", None))
 
     def slot(self, study):
         while True:
@@ -244,68 +230,10 @@ class OptunaSweep:
                     self.heartbeat.discard(trial)
             self.in_flight.pop(trial.number, None)
 
-    def lost(self, e):
-        """The storage stayed unreachable past storage_timeout (in a slot or the heartbeat thread): stop now."""
-        self.stop_sweep(e if isinstance(e, StorageLost) else StorageLost(str(e)))
-
-    def crashed(self, e):
-        """An error no slot expects: no more trials start, the running ones end, and the sweep exits 1 saying so.
-        Its traceback goes to sweep.log only."""
-        log_file = getattr(self, "log_file", None)
-        if log_file is not None:
-            log_file.handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "a slot of the sweep crashed",
-                                                   None, (type(e), e, e.__traceback__)))
-        self.stop_sweep(SweepError(f"a slot of the sweep crashed ({worker.describe(e)}): no more trials were started, "
-                                   f"the finished ones are kept; traceback in {self.sweep_dir / 'sweep.log'}",
-                                   exit_code=1))
-
-    def stop_sweep(self, error):
-        if self.fatal is None:
-            self.fatal = error
-        self.ledger.stop(str(error))
-
-    def abandon(self):
-        """The storage is gone: stop this sweep's running trials. They stay RUNNING in the study, so the next sweep
-        on it re-runs them (their sweep's pid is dead, or their heartbeat stale); the dirs of the stopped jobs say
-        `interrupted` (a job that ended but could not be told keeps its job_return.json)."""
-        worker.stop_all()
-        why = "interrupted: the storage was unreachable"
-        for trial in list(self.in_flight.values()):
-            job_dir = self.sweep_dir / str(trial.number)
-            if not (job_dir / worker.RETURN_FILE).exists():
-                worker.mark_interrupted(job_dir, sp.overrides(trial, self.space, self.config) + self.fixed, why)
-
-    def terminated(self, signum, frame):
-        self.cause = "SIGTERM"
-        raise KeyboardInterrupt
-
-    def interrupted(self, study):
-        """Ctrl-C or SIGTERM: stop the worker processes, fail and re-queue this sweep's running trials (their dirs
-        say `interrupted`), keep the finished ones, say how to resume. A second signal meanwhile exits at once: the
-        finished trials are in the storage already."""
-        code = 143 if self.cause == "SIGTERM" else 130
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            on_signal(sig, lambda *_: os._exit(code))
-        why = f"interrupted by {self.cause}"
-        worker.stop_all()
-        with self.lock:
-            self.ledger.stop("interrupted")
-            for t in self.ledger.running(mine=True):
-                self.ledger.requeue(t, why)
-                if t.user_attrs.get("dir"):
-                    worker.mark_interrupted(Path(t.user_attrs["dir"]), sp.overrides(t, self.space, self.config)
-                                            + self.fixed, why)
-            results.write_outputs(study, self.sweep_dir, self.policy)
-        self.log_file.close_and_detach()
-        where = f"in {self.storage_url}; run the same command again to continue" if self.storage_url else \
-            f"in {self.sweep_dir}; set hydra.sweeper.storage to make a sweep resumable"
-        log.warning(f"{why}: finished trials are kept {where}")
-        raise SystemExit(code)
-
     # ------------------------------------------------------------ one trial
     def run_trial(self, study, trial):
         """Run a trial as its policy says (maybe not at all, maybe several times) and tell Optuna how it ended."""
-        overrides = sp.overrides(trial, self.space, self.config) + self.fixed
+        overrides = self.overrides(trial)
         job_dir = self.sweep_dir / str(trial.number)
         self.retry(trial.set_user_attr, "dir", str(job_dir.absolute()))  # compare may run from another folder
         verdict = self.policy.before(trial.number, overrides, job_dir)
@@ -364,11 +292,6 @@ def _first_missing(path):
     while not path.exists():
         missing, path = path, path.parent
     return missing
-
-
-def on_signal(sig, handler):
-    if threading.current_thread() is threading.main_thread():   # Python's rule: only there
-        signal.signal(sig, handler)
 
 
 def _custom_search_space(path, config):
