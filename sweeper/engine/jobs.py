@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from sweeper.engine import launchers, worker
+from sweeper.engine import launchers, watch, worker
 from sweeper.engine.gpus import for_slot, placement
 
 
@@ -59,7 +59,7 @@ class Jobs:
                     raise
                 # its watch (watch.py) stopped a job that would not end, and wrote how it ended before its exit
                 return worker.read_return(job_dir), job_dir
-        result, run_dir = worker.from_job_return(ret), Path(ret.hydra_cfg.hydra.runtime.output_dir)
+        result, run_dir = watch.from_job_return(ret), Path(ret.hydra_cfg.hydra.runtime.output_dir)
         if not (run_dir / worker.RETURN_FILE).exists():   # a worker process writes its own
             worker.save_return(run_dir, result)
         return result, run_dir

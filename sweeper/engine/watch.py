@@ -125,3 +125,10 @@ def _stop(why, job_dir, task, main, done):
 def stopped(why):
     """How a stopped job ended, for the sweep: a timeout fails the trial; an interrupted one runs again."""
     return worker.JobResult("failed" if why.startswith("timeout") else "interrupted", error=why)
+
+
+def from_job_return(ret):
+    """What another launcher returned for a job (a Hydra JobReturn) -> JobResult, a job its watch stopped too."""
+    if ret.status.name != "COMPLETED" and isinstance(ret._return_value, JobStopped):
+        return stopped(str(ret._return_value))
+    return worker.from_job_return(ret)

@@ -130,10 +130,6 @@ def describe(e):
 
 def from_exception(e):
     import optuna
-
-    from sweeper.engine.watch import JobStopped, stopped
-    if isinstance(e, JobStopped):   # its watch stopped the job: a timeout, or its sweep was interrupted
-        return stopped(str(e))
     if isinstance(e, optuna.TrialPruned):
         return JobResult("pruned", error=describe(e))
     return JobResult("failed", error=describe(e))
