@@ -49,6 +49,7 @@ class Jobs:
             return worker.run(self.config, overrides, job_dir, number, spec, self.timeout, env), job_dir
         if spec and not self.in_process:   # another launcher runs the job elsewhere: Hydra sets this there
             overrides = overrides + [f"++hydra.job.env_set.{worker.TRIAL_ENV}='{spec}'"]
+        (job_dir / worker.RETURN_FILE).unlink(missing_ok=True)   # its watch's file, if the job is stopped (watch.py)
         if job_dir.parent != self.sweep_dir:   # another run of a trial, inside its trial's dir
             overrides = overrides + [f"hydra.sweep.subdir={job_dir.relative_to(self.sweep_dir)}"]
         with worker.bound(trial, self.prune_guard) if trial is not None and own else contextlib.nullcontext():

@@ -49,7 +49,11 @@ class Watched:
         if not spec:
             return self.task_function(cfg)
         from hydra.core.hydra_config import HydraConfig
-        with watching(json.loads(spec), Path(HydraConfig.get().runtime.output_dir)):
+        job_dir = Path(HydraConfig.get().runtime.output_dir)
+        with suppress(OSError, ValueError, TypeError):
+            # the launcher retries a job whose process exited (Ray does): the first attempt said how it ended
+            raise JobStopped(worker.read_return(job_dir).error)
+        with watching(json.loads(spec), job_dir):
             return self.task_function(cfg)
 
 
