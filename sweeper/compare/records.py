@@ -176,7 +176,8 @@ def read_trial(d, settings=(None, None)):
         if rec["status"] == "failed" and interrupted(rec["reason"]):   # written before metrics.json said so
             rec["status"] = "interrupted"
         rec["overrides"] = parse_overrides(overrides if overrides is not None else m.get("overrides"))
-        confirmations = confirmation_dirs(d)   # seed<N>/: the same trial on more seeds
+        # seed<N>/: the same trial on more seeds; not those its sweep cancelled (another seed had settled it)
+        confirmations = [c for c in confirmation_dirs(d) if not _stopped(c)]
         seeds = over_seeds([m] + [read(c) for c in confirmations])
         rec.update(seeds=seeds["seeds"], min_final_test_acc=seeds["min_final_test_acc"],
                    mean_final_test_acc=seeds["mean_final_test_acc"], seeds_hit=seeds["hit"] if confirmations else None)
@@ -184,6 +185,13 @@ def read_trial(d, settings=(None, None)):
         warn(f"cannot read {path}: {e}")
         rec.update(status="broken", reason=f"{type(e).__name__}: {e}", overrides=parse_overrides(overrides))
     return rec
+
+
+def _stopped(run_dir):
+    try:
+        return json.loads((run_dir / RETURN_FILE).read_text()).get("status") == "interrupted"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def composes_mnist(d):

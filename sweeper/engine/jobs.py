@@ -41,9 +41,10 @@ class Jobs:
     def run(self, overrides, job_dir, number, trial=None, study=None, own=True):
         """Run one job in `job_dir` (under the sweep dir) -> (JobResult, the dir it ran in). Only a trial's `own`
         run reports to its Optuna trial (`trial`, `study`); more runs of the same trial (another seed) do not.
-        Either is stopped after the sweep's trial_timeout."""
+        Either is stopped after the sweep's trial_timeout, or when `cancel`led."""
         spec = worker.spec(self.storage_url, study, trial, self.pruner, self.prune_guard, self.storage_timeout,
-                           self.timeout, reports=own) if trial is not None and self.storage_url else ""
+                           self.timeout, run=None if own else job_dir.name) \
+            if trial is not None and self.storage_url else ""
         if self.workers:
             env = for_slot(self.gpus, getattr(self.slot, "index", 0))
             return worker.run(self.config, overrides, job_dir, number, spec, self.timeout, env), job_dir
@@ -53,6 +54,7 @@ class Jobs:
         if job_dir.parent != self.sweep_dir:   # another run of a trial, inside its trial's dir
             overrides = overrides + [f"hydra.sweep.subdir={job_dir.relative_to(self.sweep_dir)}"]
         with worker.bound(trial, self.prune_guard) if trial is not None and own else contextlib.nullcontext():
+            # in this process (n_jobs=1) the runs of a trial come one after another: none is ever cancelled
             try:
                 [ret] = self.launcher.launch([overrides], initial_job_idx=number)   # the basic one: in this process
             except Exception:
@@ -64,3 +66,12 @@ class Jobs:
         if not (run_dir / worker.RETURN_FILE).exists():   # a worker process writes its own
             worker.save_return(run_dir, result)
         return result, run_dir
+
+    def cancel(self, job_dir, why, trial=None, study=None):
+        """Stop another run of `trial` (a confirmation seed) that is under way in `job_dir`: a worker process at once,
+        a job of another launcher once its watch reads that the trial's CANCELLED attr names it (watch.py)."""
+        if self.workers:
+            worker.cancel(job_dir, why)
+        elif not self.in_process and trial is not None:
+            named = study._storage.get_trial(trial._trial_id).system_attrs.get(watch.CANCELLED, [])
+            study._storage.set_trial_system_attr(trial._trial_id, watch.CANCELLED, [*named, job_dir.name])

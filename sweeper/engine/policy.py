@@ -6,11 +6,16 @@ seeds, hits) subclasses TaskValue and overrides what it needs. For every trial t
 
     before(number, overrides, job_dir)   a Verdict to record without running the trial, or None to run it
     judge(result, run_dir)               how one run ended: a Verdict from the job's JobResult and its files
-    again(number, runs, overrides, job_dir)
-                                         (overrides, run dir) of one more run of the same trial, or None
-    combine(runs)                        the trial's Verdict over all its runs
+    again(number, first, overrides, job_dir)
+                                         after the trial's own run (`first`, its Verdict): [(overrides, run dir)]
+                                         of more runs of the same trial. They run at once, in the sweep's free
+                                         slots, ahead of new trials (sweeper/engine/slots.py).
+    decides(number, run)                 after each of those: True when this run's Verdict settles the trial
+                                         alone; the trial's other runs are then cancelled
+    combine(runs)                        the trial's Verdict over all its runs that ended (its own first)
 
-and, after each trial is told, `stop(finished)`: a reason to ask for no more trials, or None. `names` are the
+and, after each trial is told, `stop(finished)`: a reason to stop the sweep now, or None. No more trials are
+asked, and the trials still running are stopped and re-queued (a resumed study runs them). `names` are the
 objectives' names (trials.csv's columns, the study's metric names), `columns` the user attrs trials.csv shows
 after the values, and `hits(finished)` the finished trials
 the policy calls hits (None: it has no such notion). The engine calls a policy from several threads, one
@@ -76,8 +81,11 @@ class TaskValue:
             return Verdict("failed", reason=problem)
         return Verdict("ok", values)
 
-    def again(self, number, runs, overrides, job_dir):
-        return None
+    def again(self, number, first, overrides, job_dir):
+        return []
+
+    def decides(self, number, run):
+        return False
 
     def combine(self, runs):
         return runs[0]

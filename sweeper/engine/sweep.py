@@ -12,7 +12,7 @@ The task returns a float, or one float per direction. What this sweeper adds to 
 - a policy (`hydra.sweeper.policy`, sweeper/engine/policy.py) that judges how each trial ended: by default the
   task's return value; the MNIST trial's (sweeper/mnist/policy.py) adds budgets, confirmation seeds and hits.
 
-This module runs the sweep: it asks the ledger for trials, has them run (sweeper/engine/jobs.py), and tells
+This module runs the sweep: it asks the ledger for trials, has its slots run them (sweeper/engine/slots.py), and tells
 Optuna how they ended.
 """
 import contextlib
@@ -21,7 +21,6 @@ import logging
 import shlex
 import shutil
 import threading
-import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -32,10 +31,11 @@ from sweeper.engine.heartbeat import Heartbeat
 from sweeper.engine.jobs import Jobs
 from sweeper.engine.ledger import Ledger
 from sweeper.engine.progress import Progress, final_lines, log_to_file
-from sweeper.engine.retry import Retry, StorageLost as Lost
+from sweeper.engine.retry import Retry
 from sweeper.engine.settings import Settings
+from sweeper.engine.slots import WAIT, Slots
 from sweeper.engine.stops import StorageLost, Stops, SweepError
-from sweeper.engine.study import StudyError, absolute_url, check_identity, make_study
+from sweeper.engine.study import StudyError, absolute_url, check_identity, enqueue, make_study
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class OptunaSweep:
     def sweep(self, arguments):
         self.prepare(arguments)
         study = self.open_study()
-        ledger = self.ledger
+        ledger, self.study, self.slots = self.ledger, study, Slots(self, study)
         self.progress = Progress(study, self.n_trials, self.n_jobs, self.policy, live=not self.jobs.in_process)
         self.jobs.warm_up()
         beats = study._storage if self.heartbeat_interval is not None and "://" in (self.storage_url or "") else None
@@ -81,7 +81,7 @@ class OptunaSweep:
                     self.progress.shown():
                 self.heartbeat = hb
                 self.retry(self.progress.update, ledger.finished(), ledger.running())
-                self.slots(study)
+                self.slots.run(self.n_jobs, self.jobs, self.stops)
             if ledger.stop_reason == "interrupted":
                 raise KeyboardInterrupt
         except KeyboardInterrupt:
@@ -102,6 +102,10 @@ class OptunaSweep:
                                                                    self.config, compose))
         except ValueError as e:
             raise SweepError(str(e)) from None
+        try:
+            self.enqueue = [sp.check_params(self.space, p) for p in self.settings.enqueue]
+        except sp.SpaceError as e:
+            raise SweepError(f"hydra.sweeper.enqueue: {e}") from None
         self.extend = _custom_search_space(self.custom_search_space, self.config)
         self.jobs = Jobs(self.hydra_context, self.task_function, self.config, self.n_jobs, self.prune_guard,
                          self.pruner_cfg, self.trial_timeout, self.settings.gpus)
@@ -134,6 +138,7 @@ class OptunaSweep:
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         self.ledger = self.stops.ledger = ledger = Ledger(study, self.n_trials, self.extend, retry=self.retry)
         ledger.recover()
+        enqueue(study, self.enqueue, self.retry)
         log.info(f"study {study.study_name!r} in {self.storage_url or 'memory'}: {len(ledger.finished())} of "
                  f"{self.n_trials} trials done{_earlier_dirs(ledger.finished(), self.sweep_dir)}; {self.n_jobs} at "
                  f"a time; trial dirs under {self.sweep_dir}")
@@ -174,75 +179,27 @@ class OptunaSweep:
         overrides = list(OmegaConf.load(saved)) if saved.is_file() else self.overrides(trial)
         return " ".join(shlex.quote(a) for a in ["python", *worker.app_args(self.config), *overrides, "hydra.mode=RUN"])
 
-    def slots(self, study):
-        if self.n_jobs == 1:
-            return self.work(study)
-        threads = [threading.Thread(target=self.jobs.in_slot, args=(i, self.work, study), daemon=True)
-                   for i in range(self.n_jobs)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive() and not isinstance(self.stops.fatal, StorageLost):   # then finish() stops the slots
-                t.join(0.5)  # short joins keep the main thread responsive to Ctrl-C
+    # ------------------------------------------------------------ what the slots ask and tell (slots.py)
+    def ask(self):
+        """A new trial for a slot; WAIT while only other sweeps' last trials run (if one of them dies, its trial goes
+        stale and runs here); None when the sweep is done."""
+        with self.lock:
+            trial = self.ledger.ask(self.space)
+            others = self.ledger.others_beating() if trial is None and not self.ledger.stop_reason else []
+        if trial is None:
+            if not (others and self.heartbeat):
+                return None
+            if not self.waiting:
+                log.info(f"waiting for {len(others)} trial(s) of other sweeps to end")
+                self.waiting = True
+            return WAIT
+        self.in_flight[trial.number] = trial
+        if self.heartbeat:
+            self.heartbeat.add(trial)
+        return trial
 
-    def work(self, study):
-        """One slot: ask for a trial, run it, tell how it ended; until the ledger says the sweep is done. An error
-        here stops the whole sweep (exit 1), never this slot alone."""
-        try:
-            self.slot(study)
-        except Lost as e:
-            self.stops.lost(e)
-        except Exception as e:
-            self.stops.crashed(e, getattr(self, "log_file", None))
-
-    def slot(self, study):
-        while True:
-            with self.lock:
-                trial = self.ledger.ask(self.space)
-                others = self.ledger.others_beating() if trial is None and not self.ledger.stop_reason else []
-            if trial is None:
-                if not (others and self.heartbeat):
-                    return
-                # the last trials run in other sweeps: if one of them dies, its trial goes stale and runs here
-                if not self.waiting:
-                    log.info(f"waiting for {len(others)} trial(s) of other sweeps to end")
-                    self.waiting = True
-                time.sleep(min(self.heartbeat_interval, 5))
-                continue
-            self.in_flight[trial.number] = trial
-            if self.heartbeat:
-                self.heartbeat.add(trial)
-            try:
-                self.run_trial(study, trial)
-            except KeyboardInterrupt:   # Ctrl-C reached this slot's worker process: the whole sweep stops
-                with self.lock:
-                    self.ledger.stop("interrupted")
-                return
-            except Lost:
-                raise
-            except Exception as e:  # a broken trial never kills the sweep
-                log.exception(f"trial {trial.number} crashed the sweeper's side")
-                with self.lock:
-                    if self.retry(study._storage.get_trial, trial._trial_id).state == TrialState.RUNNING:
-                        self.tell(study, trial, pol.Verdict("failed", reason=worker.describe(e)))
-            finally:
-                if self.heartbeat:
-                    self.heartbeat.discard(trial)
-            self.in_flight.pop(trial.number, None)
-
-    # ------------------------------------------------------------ one trial
-    def run_trial(self, study, trial):
-        """Run a trial as its policy says (maybe not at all, maybe several times) and tell Optuna how it ended."""
-        overrides = self.overrides(trial)
-        job_dir = self.sweep_dir / str(trial.number)
-        self.retry(trial.set_user_attr, "dir", str(job_dir.absolute()))  # compare may run from another folder
-        verdict = self.policy.before(trial.number, overrides, job_dir)
-        if verdict is None:
-            run = self.jobs.run(overrides, job_dir, trial.number, trial, study)
-            runs = [self.policy.judge(*run)]
-            while (more := self.policy.again(trial.number, runs, overrides, job_dir)) is not None:
-                runs.append(self.policy.judge(*self.jobs.run(*more, trial.number)))
-            verdict = self.policy.combine(runs)
+    def finish_trial(self, trial, overrides, job_dir, verdict):
+        """Tell Optuna how a trial ended, as all its runs said (`verdict`), and rewrite the outputs."""
         with self.lock:
             if self.ledger.stop_reason == "interrupted":
                 return  # the interrupt handler re-queues this trial
@@ -251,8 +208,14 @@ class OptunaSweep:
                 worker.mark_interrupted(job_dir, overrides, verdict.reason)
                 log.warning(f"trial {trial.number}: {verdict.reason}; its params are queued to run again")
                 return
-            self.tell(study, trial, verdict)
-            self.retry(results.write_outputs, study, self.sweep_dir, self.policy)
+            self.tell(self.study, trial, verdict)
+            self.retry(results.write_outputs, self.study, self.sweep_dir, self.policy)
+
+    def closed(self, trial):
+        """A slot is done with `trial`: told, re-queued or dropped."""
+        if self.heartbeat:
+            self.heartbeat.discard(trial)
+        self.in_flight.pop(trial.number, None)
 
     def tell(self, study, trial, verdict):
         """Tell Optuna how a trial ended (`verdict`, sweeper/engine/policy.py), then whether the sweep goes on."""
@@ -277,8 +240,10 @@ class OptunaSweep:
             failed = sum(t.state == TrialState.FAIL for t in done)
             self.ledger.stop(f"{failed} failed trials exceed max_failure_rate={self.max_failure_rate} of "
                              f"n_trials={self.n_trials}")
-        if reason := self.policy.stop(done):
+        if (reason := self.policy.stop(done)) and self.ledger.stop_reason != reason:
             self.ledger.stop(reason)
+            if hasattr(self, "slots"):   # the trials still running are stopped, and run again by a resumed study
+                self.slots.drop(f"interrupted: the sweep stopped ({reason})", keep=trial.number)
         if hasattr(self, "progress"):   # tell() also runs on its own, in tests of the ledger
             self.retry(self.progress.update, done, self.ledger.running())
 

@@ -6,7 +6,8 @@ own trial from a thread of its process (the sweep's worker processes are stopped
 
 - past `hydra.sweeper.trial_timeout` it stops with `timeout after N s`;
 - when its trial is no longer RUNNING (the sweep was stopped by Ctrl-C or SIGTERM and re-queued it, or the trial
-  was failed), it stops as interrupted, within WATCH_EVERY seconds.
+  was failed), or the sweep cancelled this run of it (a confirmation seed another seed's miss made moot: the
+  trial's CANCELLED system attr names it), it stops as interrupted, within WATCH_EVERY seconds.
 
 Stopping raises JobStopped in the task, which Hydra records as a failed job, so the launcher returns normally. A
 task that does not get out within GRACE seconds (stuck in C code) has its process exit, after writing
@@ -24,6 +25,7 @@ from sweeper.engine import worker
 
 WATCH_EVERY = 2.0   # seconds between two looks at the trial in the storage
 GRACE = 10.0        # seconds a stopped task gets to end before its process exits
+CANCELLED = "sweeper:cancelled"   # a trial's system attr: the names of its runs' dirs (seed2) the sweep cancelled
 
 _why = None         # why the job is being stopped: JobStopped raised asynchronously takes no arguments
 
@@ -84,10 +86,13 @@ def _watch(spec, job_dir, task, main, done):
     started, timeout = time.monotonic(), spec.get("timeout")
     trial = _trial_state(spec)
     while not done.wait(WATCH_EVERY if timeout is None else min(WATCH_EVERY, max(timeout / 4, 0.1))):
+        state, cancelled = trial() if trial is not None else (None, ())
         if timeout is not None and time.monotonic() - started > timeout:
             why = f"timeout after {timeout:g} s"
-        elif trial is not None and (state := trial()) not in (None, "RUNNING"):
+        elif state not in (None, "RUNNING"):
             why = f"interrupted: its trial is {state} (its sweep stopped it)"
+        elif spec.get("run") in cancelled:
+            why = "interrupted: cancelled by its sweep"
         else:
             continue
         _stop(why, job_dir, task, main, done)
@@ -96,7 +101,7 @@ def _watch(spec, job_dir, task, main, done):
 
 def _trial_state(spec):
     """A function that reads the state of the job's trial ('RUNNING', 'FAIL', ...; None while the storage does not
-    answer: a blink never stops a job), or None for a job without one."""
+    answer: a blink never stops a job) and the runs of it cancelled, or None for a job without a trial."""
     if spec.get("trial_id") is None or not spec.get("storage"):
         return None
     from sweeper.engine.study import open_storage
@@ -104,9 +109,10 @@ def _trial_state(spec):
 
     def state():
         try:
-            return storage.get_trial(spec["trial_id"]).state.name
+            trial = storage.get_trial(spec["trial_id"])
+            return trial.state.name, trial.system_attrs.get(CANCELLED, ())
         except Exception:
-            return None
+            return None, ()
     return state
 
 

@@ -84,7 +84,7 @@ def _trial():
         return None, None
     if spec not in _loaded:
         s = json.loads(spec)
-        if not s.get("reports", True):   # another run of a trial (a confirmation seed): the trial is not its to report
+        if s.get("run"):   # another run of a trial (a confirmation seed): the trial is not its to report
             _loaded[spec] = None, None
             return _loaded[spec]
         import optuna
@@ -108,11 +108,12 @@ def bound(trial, guard=None):
         _bound = None
 
 
-def spec(storage_url, study, trial, pruner_cfg, guard=None, storage_timeout=600, timeout=None, reports=True):
+def spec(storage_url, study, trial, pruner_cfg, guard=None, storage_timeout=600, timeout=None, run=None):
     """SWEEPER_TRIAL for a job in another process: enough to load its trial from the storage, whether the job
-    `reports` to it (a trial's own run) or only belongs to it (another seed), and its `timeout` (watch.py)."""
+    reports to it (a trial's own run) or is another `run` of it (another seed: its dir's name), and its `timeout`
+    (watch.py)."""
     return json.dumps(dict(storage=storage_url, study=study.study_name, trial_id=trial._trial_id, pruner=pruner_cfg,
-                           guard=guard, storage_timeout=storage_timeout, timeout=timeout, reports=reports))
+                           guard=guard, storage_timeout=storage_timeout, timeout=timeout, run=run))
 
 
 # ---------------------------------------------------------------- what a job returned
@@ -202,8 +203,9 @@ def command(config, overrides, job_dir, number):
             f"++hydra.callbacks.mnist_sweeper_return._target_={SaveReturn.__module__}.SaveReturn"]
 
 
-_running = set()               # worker processes of this sweep, stopped together on Ctrl-C (`stop_all`)
+_running = {}                 # worker process -> its job dir, of this sweep: stopped together on Ctrl-C (`stop_all`)
 _stopping = threading.Event()
+_cancelled = {}               # job dir -> why, of the jobs the sweep cancelled one by one (`cancel`)
 
 
 def run(config, overrides, job_dir, number, trial_spec, timeout=None, env=None):
@@ -218,7 +220,7 @@ def run(config, overrides, job_dir, number, trial_spec, timeout=None, env=None):
         # leaves their records clean (a worker that got it too would end its console.log in a traceback)
         p = subprocess.Popen(command(config, overrides, job_dir, number), stdout=out, stderr=subprocess.STDOUT,
                              env=env, preexec_fn=_die_with_parent, start_new_session=True)
-        _running.add(p)
+        _running[p] = job_dir
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -227,7 +229,9 @@ def run(config, overrides, job_dir, number, trial_spec, timeout=None, env=None):
             p.wait()
             return JobResult("failed", error=f"timeout after {timeout:g} s")
         finally:
-            _running.discard(p)
+            _running.pop(p, None)
+    if job_dir in _cancelled:
+        return JobResult("interrupted", error=_cancelled.pop(job_dir))
     if _stopping.is_set() or p.returncode in (-signal.SIGINT, 130):
         raise KeyboardInterrupt
     if p.returncode in (-signal.SIGTERM, 143):
@@ -238,6 +242,15 @@ def run(config, overrides, job_dir, number, trial_spec, timeout=None, env=None):
         # the job never reached its end (a bad override, sys.exit, a crash): its last line says why
         lines = (job_dir / "console.log").read_text(errors="replace").strip().splitlines()
         return JobResult("failed", error=lines[-1] if lines else f"worker exited with code {p.returncode}")
+
+
+def cancel(job_dir, why):
+    """Stop the worker process running the job in `job_dir`, if one is: its `run` returns `interrupted`, `why`."""
+    for p, d in list(_running.items()):
+        if d == job_dir:
+            _cancelled[job_dir] = why
+            with suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)   # its session: the job and whatever it started
 
 
 def stop_all(timeout=10):
@@ -253,14 +266,15 @@ def stop_all(timeout=10):
             p.kill()
 
 
-def mark_interrupted(job_dir, overrides, why):
+def mark_interrupted(job_dir, overrides, why, requeued=True):
     """What a stopped job leaves: job_return.json saying `interrupted`, one line at the end of its console.log
-    (if it has one), and its overrides in .hydra/ where Hydra had not written them yet."""
+    (if it has one), and its overrides in .hydra/ where Hydra had not written them yet. `requeued`: its trial runs
+    again (else the job was another run of a trial, cancelled)."""
     job_dir.mkdir(parents=True, exist_ok=True)   # Ctrl-C may come before the job made its dir
     save_return(job_dir, JobResult("interrupted", error=why))
     if (job_dir / "console.log").exists():
         with open(job_dir / "console.log", "a") as f:
-            f.write(f"{why}: stopped by its sweep; its params are queued to run again\n")
+            f.write(f"{why}: stopped by its sweep{'; its params are queued to run again' if requeued else ''}\n")
     if not (job_dir / ".hydra" / "overrides.yaml").exists():
         (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         (job_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {json.dumps(o)}\n" for o in overrides))

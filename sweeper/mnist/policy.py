@@ -5,10 +5,11 @@ conf/hparams_search sets it). The interface it implements is sweeper/engine/poli
   composed config (no weights allocated), recorded with a `rejected` metrics.json and accuracy 0.
 - A run's outcome comes from its metrics.json (status, reason, and the `objectives` fields, one per direction);
   a run that wrote none falls back to what its task returned.
-- A hit (sweeper/mnist/metrics.py's rule) runs again on seeds +1 ... +confirm_seeds; the first miss ends that.
-  The trial is told the mean over its seeds, and is a hit only if every seed hits (`require_target` makes the
-  worst seed's accuracy a constraint).
-- `stop_after_hits` stops the sweep once that many trials are hits.
+- A hit (sweeper/mnist/metrics.py's rule) runs again on seeds +1 ... +confirm_seeds, at once in the sweep's free
+  slots; the first miss cancels the others. The trial is told the mean over its seeds that ended, and is a hit
+  only if every seed hits (`require_target` makes the worst seed's accuracy a constraint).
+- `stop_after_hits` stops the sweep once that many trials are hits: the trials still running are stopped and
+  re-queued.
 """
 import logging
 import shutil
@@ -94,23 +95,25 @@ class MnistPolicy(TaskValue):
             return Verdict("failed", None, reason or task.reason, record=m)
         return Verdict(status, task.values, reason, record=m)
 
-    def again(self, number, runs, overrides, job_dir):
-        """A hit runs again on seeds seed+1 ... seed+confirm_seeds, in <trial dir>/seed<N>/; the first miss ends it."""
-        first = runs[0].record
-        if not self.confirm_seeds or not mx.metrics_hit(first):
-            return None
-        if len(runs) > 1:
-            last, hit = runs[-1].record or {}, mx.metrics_hit(runs[-1].record)
-            log.info(f"trial {number}: seed {first['seed'] + len(runs) - 1}: {last.get('final_test_acc')} -> "
-                     f"{'hit' if hit else 'miss, not confirmed'}")
-            if not hit:
-                return None
-        if len(runs) > self.confirm_seeds:
-            return None
-        seed = first["seed"] + len(runs)
-        log.info(f"trial {number}: hit ({first['final_test_acc']:.4f}) on seed {first['seed']}; confirming on seed "
-                 f"{seed}")
-        return [*overrides, f"seed={seed}"], job_dir / f"seed{seed}"
+    def again(self, number, first, overrides, job_dir):
+        """A hit runs again on seeds seed+1 ... seed+confirm_seeds, in <trial dir>/seed<N>/."""
+        m = first.record
+        if not self.confirm_seeds or not mx.metrics_hit(m):
+            return []
+        seeds = [m["seed"] + i for i in range(1, self.confirm_seeds + 1)]
+        log.info(f"trial {number}: hit ({m['final_test_acc']:.4f}) on seed {m['seed']}; confirming on seed"
+                 f"{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
+        return [([*overrides, f"seed={seed}"], job_dir / f"seed{seed}") for seed in seeds]
+
+    def decides(self, number, run):
+        """A seed that misses settles it: the trial is no hit, and its other seeds are cancelled."""
+        if not run.record:
+            log.info(f"trial {number}: a confirmation run ended {run.status} ({run.reason}): not confirmed")
+            return True
+        m, hit = run.record, mx.metrics_hit(run.record)
+        log.info(f"trial {number}: seed {m.get('seed')}: {m.get('final_test_acc')} -> "
+                 f"{'hit' if hit else 'miss, not confirmed'}")
+        return not hit
 
     def combine(self, runs):
         """A trial run on several seeds is told the mean; it is a hit only if every seed hits."""

@@ -7,7 +7,9 @@ It returns x**2 + y**2 + len(name) (or two objectives), can report steps for pru
 records what it ran with: the config in `{out}/seen-{job num}.yaml` (`seen.yaml` in the working dir with
 chdir_probe=true, which `hydra.job.chdir=True` makes the job dir) and its own start and end times in
 `{out}/ran-{job num}.json` (with the CUDA MPS pipe dir and CUDA_VISIBLE_DEVICES it was given, and whether torch
-was imported), so tests measure when jobs really ran, not when the sweeper asked for them.
+was imported), so tests measure when jobs really ran, not when the sweeper asked for them. A confirmation run of a
+hit (seed > 0) records `ran-{job num}-seed{seed}.json`; the jobs of the x or seeds that PLAINAPP_SLOW lists (x3,s2)
+sleep `slow_sleep` seconds more.
 """
 import json
 import os
@@ -35,7 +37,10 @@ def main(cfg):
     num = OmegaConf.select(HydraConfig.get(), "job.num", default="run")   # the trial number in a sweep
     OmegaConf.save(cfg, "seen.yaml" if cfg.chdir_probe else f"{cfg.out}/seen-{num}.yaml")
     time.sleep(float(cfg.sleep))
-    with _RECORDING, open(f"{cfg.out}/ran-{num}.json", "w") as f:
+    if {f"x{cfg.x}", f"s{cfg.seed}"} & set(str(cfg.slow).split(",")):
+        time.sleep(float(cfg.slow_sleep))
+    ran = f"ran-{num}.json" if not cfg.seed else f"ran-{num}-seed{cfg.seed}.json"   # a confirmation run: seed > 0
+    with _RECORDING, open(f"{cfg.out}/{ran}", "w") as f:
         json.dump(dict(start=start, end=time.time(), pid=os.getpid(), mps=os.environ.get("CUDA_MPS_PIPE_DIRECTORY"),
                        torch="torch" in sys.modules, gpu=os.environ.get("CUDA_VISIBLE_DEVICES")), f)
     if cfg.fail_from is not None and cfg.x >= cfg.fail_from:
@@ -48,9 +53,10 @@ def main(cfg):
             raise optuna.TrialPruned()
     print(f"report returned {pruned}")
     if cfg.get("metrics"):   # sweeper/mnist/metrics.py's format, as the MNIST trial writes it: status ok, one epoch at `acc`
-        m = mx.new(0, [], mx.DEFAULT_BUDGET)
-        m.update(status="ok", params=100, epochs=[dict(epoch=1, test_acc=cfg.acc)], final_test_acc=cfg.acc,
-                 best_test_acc=cfg.acc, ended_at=time.time(), wall_seconds=time.time() - start)
+        acc = cfg.acc_on_seed.get(f"s{cfg.seed}", cfg.acc)
+        m = mx.new(cfg.seed, [], mx.DEFAULT_BUDGET)
+        m.update(status="ok", params=100, epochs=[dict(epoch=1, test_acc=acc)], final_test_acc=acc,
+                 best_test_acc=acc, ended_at=time.time(), wall_seconds=time.time() - start)
         mx.write_json(os.path.join(HydraConfig.get().runtime.output_dir, "metrics.json"), m)
     if cfg.two:
         return value, (cfg.x - 2) ** 2 + (cfg.y - 1) ** 2
