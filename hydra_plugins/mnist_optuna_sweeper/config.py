@@ -116,6 +116,8 @@ class OptunaSweeperConf:
                                            # in a worker process even at n_jobs=1); null: no limit
     gpus: Any = "auto"                   # worker i gets CUDA_VISIBLE_DEVICES = GPU i mod n: auto (n_jobs > 1 on
                                          # CUDA: the GPUs visible), a list such as [0, 2], or null (left alone)
+    enqueue: List[Any] = field(default_factory=list)   # param dicts run first, as Optuna's enqueue_trial: what
+                                         # worked before; a study that has run one already does not run it again
 
 
 SAMPLERS = dict(tpe=TPESamplerConf, random=RandomSamplerConf, cmaes=CmaEsSamplerConf, nsgaii=NSGAIISamplerConf,

@@ -4,7 +4,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
-from omegaconf import ListConfig
+from omegaconf import ListConfig, OmegaConf
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Settings:
     trial_timeout: Optional[float] = None
     storage_timeout: float = 600
     gpus: Any = "auto"
+    enqueue: Any = ()
 
     def __post_init__(self):
         d = self.direction
@@ -58,6 +59,10 @@ class Settings:
               "seconds > 0, or null")
         t = self.storage_timeout
         check(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0, "storage_timeout", t, "seconds > 0")
+        e = OmegaConf.to_container(self.enqueue) if OmegaConf.is_config(self.enqueue) else self.enqueue
+        check(isinstance(e, (list, tuple)) and all(isinstance(p, dict) for p in e), "enqueue", e,
+              "a list of param dicts, such as [{model: slim, optimizer.lr: 0.01}]")
+        self.enqueue = [dict(p) for p in e]
 
     def policy_settings(self):
         """The policy's own keys (sweeper/engine/policy.py): it reads them."""

@@ -114,6 +114,32 @@ def grid(space):
     return out
 
 
+def check_params(space, params):
+    """A dict of params to enqueue -> the same, each key a param of the space and each value one it can sample;
+    SpaceError names the first that is not."""
+    for key, value in params.items():
+        d = space.get(key)
+        if d is None:
+            raise SpaceError(f"{key}={value!r} is not a param of the search space ({', '.join(space) or 'none'})")
+        if isinstance(d, CategoricalDistribution):
+            ok = value in d.choices
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and d.low <= value <= d.high \
+                and (d.step is None or abs(clean(value, d) - value) < 1e-9)
+            ok = ok and (not isinstance(d, IntDistribution) or float(value).is_integer())
+        if not ok:
+            raise SpaceError(f"{key}={value!r} is outside its search space: {_describe(d)}")
+    # as Optuna stores them, so a study that ran these params already is seen to have them (enqueue_trial)
+    return {k: float(v) if isinstance(space[k], FloatDistribution) else v for k, v in params.items()}
+
+
+def _describe(d):
+    if isinstance(d, CategoricalDistribution):
+        return f"one of {list(d.choices)}"
+    step = f" in steps of {d.step}" if d.step is not None else ""
+    return f"{'an integer' if isinstance(d, IntDistribution) else 'a number'} from {d.low} to {d.high}{step}"
+
+
 def clean(value, d):
     """A stepped float as the grid means it: Optuna samples low + k*step, which drifts (0.30000000000000004)."""
     if isinstance(d, FloatDistribution) and d.step is not None:

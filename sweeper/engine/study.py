@@ -23,6 +23,15 @@ class StudyError(ValueError):
     """The stored study is another experiment than the one asked for; the message says how to go on."""
 
 
+def enqueue(study, params_list, retry):
+    """Queue each param dict to run first (Optuna's enqueue_trial), unless the study has a trial with those params
+    already: a resumed study, or another sweep on it, does not run them twice."""
+    with warnings.catch_warnings():   # Optuna warns once per point it skips
+        warnings.simplefilter("ignore", UserWarning)
+        for params in params_list:
+            retry(lambda: study.enqueue_trial(params, user_attrs={"enqueued": True}, skip_if_exists=True))
+
+
 def open_storage(storage, heartbeat_interval=None, grace_period=None):
     """None (in memory), an SQLAlchemy URL, or a journal file path -> what optuna.create_study takes.
 

@@ -71,7 +71,8 @@ class Facts:
         for name, f in fields.items():
             if name in ("_target_", "_recursive_", "defaults"):
                 continue
-            self.sweeper[name] = choices.get(name, f.default)
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default   # enqueue: []
+            self.sweeper[name] = choices.get(name, default)
         self.samplers, self.pruners = list(config.SAMPLERS), list(config.PRUNERS)
 
     def value(self, key):

@@ -120,6 +120,7 @@ SWEEPER_KEYS = {
     "cuda_mps": "trials share a GPU through CUDA MPS: `auto` (`n_jobs` > 1 on CUDA), `true`, `false`",
     "trial_timeout": "seconds: a trial running longer is stopped and failed; null: no limit",
     "gpus": "worker i gets GPU i mod n: `auto` (on CUDA), a list (`[0, 2]`), or null",
+    "enqueue": "param dicts run first, once per study (as `enqueue_trial`): what worked before",
 }
 
 EXAMPLES = [
