@@ -23,9 +23,9 @@ from conftest import counted
 from servers import free_port
 from test_plain_apps import APPS, PRUNING, check_pruning, ok, run
 
-# 4 trials in 2 slots: with this seed trials 2 and 3 come out worse than 0 and 1 (values 5, 6, then 17, 26), so the
+# 4 trials in 2 slots: with this seed trials 2 and 3 come out worse than 0 and 1 (values 14, 6, then 17, 17), so the
 # median pruner has trials to prune however the slots interleave
-PRUNED_4 = [*PRUNING, "hydra.sweeper.sampler.seed=102"]
+PRUNED_4 = [*PRUNING, "hydra.sweeper.sampler.seed=4"]
 
 pytestmark = pytest.mark.slow
 

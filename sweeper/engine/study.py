@@ -4,6 +4,7 @@ A study stores its identity (search space and fixed overrides, `space.identity`)
 on it; a later sweep whose identity differs stops before any trial instead of mixing two experiments under one
 name. Raising n_trials is not a change of identity.
 """
+import hashlib
 import os
 import time
 import warnings
@@ -86,17 +87,18 @@ def make_study(name, storage_url, directions, sampler_cfg, pruner_cfg, space, he
 
 
 class TrialSeeded(optuna.samplers.BaseSampler):
-    """A seeded sampler, rebuilt with seed + trial number before each trial it proposes for.
+    """A seeded sampler, rebuilt before each trial it proposes for with a seed drawn from (seed, trial number).
 
     One sweep thus proposes the same params in the same order on every run, and a resumed study goes on from its
     trial count instead of replaying its first proposals; sweeps that share a study, though started together with
-    the same seed, never sample with the same seed, since no two of them get the same trial number."""
+    the same seed, never sample with the same seed, since no two of them get the same trial number. (Seed + trial
+    number would have given the sweeps seeded 0 and 1 the same proposals, one trial apart.)"""
 
     def __init__(self, build, seed, first):
         self.build, self.seed, self.inner = build, seed, first
 
     def before_trial(self, study, trial):
-        self.inner = self.build(self.seed + trial.number)
+        self.inner = self.build(trial_seed(self.seed, trial.number))
         self.inner.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):
@@ -113,6 +115,11 @@ class TrialSeeded(optuna.samplers.BaseSampler):
 
     def reseed_rng(self):
         self.inner.reseed_rng()
+
+
+def trial_seed(seed, number):
+    """A 32-bit seed of its own for each (sweep seed, trial number)."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}/{number}".encode(), digest_size=4).digest(), "big")
 
 
 def _build(key, cfg, **kwargs):
