@@ -10,7 +10,7 @@ target on every seed, under budget:
 on full data, cold (`hydra.sweeper.enqueue=[]` where the checkout has that key: a warm start only proves a known
 recipe again). OVERRIDES after `--` are added to each sweep (another pruner, `data.train_subset=...` to try the
 benchmark quickly). `--checkout DIR` runs another checkout's code (PYTHONPATH=DIR), for the "before" figure.
-`--stop-at-hit` Ctrl-Cs a sweep once it has a confirmed hit, for code that would go on confirming other trials.
+`--stop-at-hit` stops a sweep once it has a confirmed hit, for code that would go on confirming other trials.
 
 For each run it prints, from the files the sweep wrote (each run's last `metrics.json` write is when it ended):
 - the time from the command to the first confirmed hit: the last seed's metrics.json of the first trial whose
@@ -18,6 +18,11 @@ For each run it prints, from the files the sweep wrote (each run's last `metrics
 - the time to the first hit on one seed (unconfirmed);
 - the trials and epochs spent (every run, confirmation seeds too), and when the sweep exited.
 Then the median and spread of the confirmed-hit times; the last line is JSON.
+
+    python benchmarks/time_to_hit.py --check-pruned SWEEP_DIR
+
+runs every pruned trial of a sweep (kept with --keep) to its end, two at a time, and says whether any would have
+hit: a pruner worth keeping never prunes one that would.
 """
 import argparse
 import json
@@ -46,10 +51,13 @@ def main():
     p.add_argument("--checkout", type=Path, help="run this checkout's code (PYTHONPATH), e.g. the code before a change")
     p.add_argument("--timeout", type=float, default=3600, help="seconds a run may take before it is stopped")
     p.add_argument("--stop-at-hit", action="store_true",
-                   help="Ctrl-C each sweep once it has a confirmed hit (its exit time is then not measured)")
+                   help="stop each sweep once it has a confirmed hit (its exit time is then not measured)")
     p.add_argument("--keep", type=Path, help="keep the sweeps' dirs here (default: a temp dir, removed)")
+    p.add_argument("--check-pruned", type=Path, metavar="SWEEP_DIR", help="run this sweep's pruned trials to the end")
     p.add_argument("overrides", nargs="*", help="more overrides for every sweep (after --)")
     args = p.parse_args()
+    if args.check_pruned:
+        return check_pruned(args.check_pruned, args.device)
     code = (args.checkout or ROOT).resolve()
     env = {**os.environ, "PYTHONPATH": str(code), "HYDRA_FULL_ERROR": "1"}
     env.setdefault("MNIST_ROOT", str(ROOT.parent / "shared" / "data"))
@@ -89,7 +97,8 @@ def main():
 
 
 def watch(p, sweep_dir, t0, args):
-    """Wait for the sweep to exit -> its exit code; with --stop-at-hit, Ctrl-C it once a hit is confirmed."""
+    """Wait for the sweep to exit -> its exit code; with --stop-at-hit, stop it once a hit is confirmed (SIGTERM,
+    which a sweep handles as Ctrl-C: SIGINT stays ignored in a benchmark started in the background with `&`)."""
     while True:
         try:
             return p.wait(5)
@@ -99,9 +108,43 @@ def watch(p, sweep_dir, t0, args):
         if args.stop_at_hit and measure(sweep_dir, t0, time.time())["confirmed_s"] is not None:
             stop = "stopped at the hit"
         if stop:
-            os.killpg(p.pid, signal.SIGINT)
+            os.killpg(p.pid, signal.SIGTERM)
             p.wait()
             return stop
+
+
+def check_pruned(sweep_dir, device):
+    """Run each pruned trial of `sweep_dir` to the end with its own overrides, into <trial dir>/full/."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    env.setdefault("MNIST_ROOT", str(ROOT.parent / "shared" / "data"))
+    pruned = []
+    for d in sorted((d for d in sweep_dir.glob("[0-9]*") if d.name.isdigit()), key=lambda d: int(d.name)):
+        m = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
+        if m.get("status") == "pruned":
+            pruned.append((d, m))
+    results, queue, running = [], list(pruned), []
+    while queue or running:
+        while queue and len(running) < 2:
+            d, m = queue.pop(0)
+            overrides = [o for o in m["overrides"] if not o.startswith("device=")]
+            cmd = [sys.executable, "-m", "sweeper.train", *overrides, f"device={device}", "hydra.mode=RUN",
+                   f"hydra.run.dir={d / 'full'}"]
+            running.append((d, m, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.STDOUT)))
+        d, m, proc = running.pop(0)
+        proc.wait()
+        full = json.loads((d / "full" / "metrics.json").read_text())
+        results.append(dict(trial=int(d.name), pruned_at=len(m.get("epochs") or []),
+                            acc_when_pruned=(m.get("epochs") or [{}])[-1].get("test_acc"),
+                            final_test_acc=full.get("final_test_acc"), epochs=len(full.get("epochs") or []),
+                            would_have_hit=metrics_hit(full)))
+        r = results[-1]
+        print(f"trial {r['trial']}: pruned after epoch {r['pruned_at']} at {r['acc_when_pruned']}; run to the end: "
+              f"{r['final_test_acc']} after {r['epochs']} epochs -> {'a hit' if r['would_have_hit'] else 'no hit'}",
+              flush=True)
+    hits = [r["trial"] for r in results if r["would_have_hit"]]
+    print(f"{len(results)} pruned trials run to the end: {len(hits)} would have hit {hits if hits else ''}".rstrip())
+    print(json.dumps(dict(sweep_dir=str(sweep_dir), machine=_machine(), pruned=results, would_have_hit=hits)))
 
 
 def _has_enqueue(code):
