@@ -37,9 +37,10 @@ def main(cfg):
     num = OmegaConf.select(HydraConfig.get(), "job.num", default="run")   # the trial number in a sweep
     OmegaConf.save(cfg, "seen.yaml" if cfg.chdir_probe else f"{cfg.out}/seen-{num}.yaml")
     time.sleep(float(cfg.sleep))
-    if {f"x{cfg.x}", f"s{cfg.seed}"} & set(str(cfg.slow).split(",")):
+    seed = cfg.get("seed", 0)   # test_run_forms' own config, as a user brings one, has no seed, slow or acc_on_seed
+    if {f"x{cfg.x}", f"s{seed}"} & set(str(cfg.get("slow", "")).split(",")):
         time.sleep(float(cfg.slow_sleep))
-    ran = f"ran-{num}.json" if not cfg.seed else f"ran-{num}-seed{cfg.seed}.json"   # a confirmation run: seed > 0
+    ran = f"ran-{num}.json" if not seed else f"ran-{num}-seed{seed}.json"   # a confirmation run: seed > 0
     with _RECORDING, open(f"{cfg.out}/{ran}", "w") as f:
         json.dump(dict(start=start, end=time.time(), pid=os.getpid(), mps=os.environ.get("CUDA_MPS_PIPE_DIRECTORY"),
                        torch="torch" in sys.modules, gpu=os.environ.get("CUDA_VISIBLE_DEVICES")), f)
@@ -53,8 +54,8 @@ def main(cfg):
             raise optuna.TrialPruned()
     print(f"report returned {pruned}")
     if cfg.get("metrics"):   # sweeper/mnist/metrics.py's format, as the MNIST trial writes it: status ok, one epoch at `acc`
-        acc = cfg.acc_on_seed.get(f"s{cfg.seed}", cfg.acc)
-        m = mx.new(cfg.seed, [], mx.DEFAULT_BUDGET)
+        acc = cfg.acc_on_seed.get(f"s{seed}", cfg.acc)
+        m = mx.new(seed, [], mx.DEFAULT_BUDGET)
         m.update(status="ok", params=100, epochs=[dict(epoch=1, test_acc=acc)], final_test_acc=acc,
                  best_test_acc=acc, ended_at=time.time(), wall_seconds=time.time() - start)
         mx.write_json(os.path.join(HydraConfig.get().runtime.output_dir, "metrics.json"), m)
