@@ -43,6 +43,7 @@ class Board:
     def __init__(self):
         self.cond = threading.Condition()
         self.open = {}   # trial number -> Open
+        self.asking = 0  # slots between asking for a trial and adding it: a slot that got none must not leave yet
 
     def add(self, trial, overrides, job_dir):
         with self.cond:
@@ -87,10 +88,15 @@ class Board:
             self.open.pop(number, None)
             self.cond.notify_all()
 
-    def busy(self):
-        """Whether a trial is open: one whose own run is under way may still add runs."""
+    def asks(self, change):
         with self.cond:
-            return bool(self.open)
+            self.asking += change
+            self.cond.notify_all()
+
+    def busy(self):
+        """Whether a trial is open, or about to be: one whose own run is under way may still add runs."""
+        with self.cond:
+            return bool(self.open) or self.asking > 0
 
     def wait(self, seconds):
         with self.cond:
@@ -138,11 +144,16 @@ class Slots:
         while True:
             if (run := self.board.take()) is not None:
                 return run
-            trial = self.sweep.ask()
+            self.board.asks(+1)
+            try:
+                trial = self.sweep.ask()
+                if trial is not WAIT and trial is not None:
+                    self.board.add(trial, self.sweep.overrides(trial), self.sweep.sweep_dir / str(trial.number))
+            finally:
+                self.board.asks(-1)
             if trial is WAIT:
                 self.board.wait(min(self.sweep.heartbeat_interval or 5, 5))
             elif trial is not None:
-                self.board.add(trial, self.sweep.overrides(trial), self.sweep.sweep_dir / str(trial.number))
                 return trial
             elif self.board.busy():   # an open trial may still add runs for this slot to take
                 self.board.wait(1.0)
