@@ -59,7 +59,9 @@ def main():
     if args.check_pruned:
         return check_pruned(args.check_pruned, args.device)
     code = (args.checkout or ROOT).resolve()
-    env = {**os.environ, "PYTHONPATH": str(code), "HYDRA_FULL_ERROR": "1"}
+    # the checkout first; what PYTHONPATH held stays behind it (a GPU image's carried wheels, benchmarks/gpu_check.sh)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")])),
+           "HYDRA_FULL_ERROR": "1"}
     env.setdefault("MNIST_ROOT", str(ROOT.parent / "shared" / "data"))
     cold = ["hydra.sweeper.enqueue=[]"] if _has_enqueue(code) else []
     runs = []
@@ -84,13 +86,14 @@ def main():
             runs.append(run)
             print(describe(run), flush=True)
     times = [r["confirmed_s"] for r in runs if r["confirmed_s"] is not None]
-    summary = dict(machine=_machine(), device=args.device, threads=os.cpu_count(), overrides=args.overrides,
+    summary = dict(machine=_machine(), gpu=_gpu(), device=args.device, threads=os.cpu_count(), overrides=args.overrides,
                    checkout=str(code), runs=runs, repeats=len(runs), confirmed=len(times),
                    median_confirmed_s=statistics.median(times) if times else None,
                    min_confirmed_s=min(times, default=None), max_confirmed_s=max(times, default=None))
     if times:
         print(f"time to a confirmed hit, median of {len(times)} (of {len(runs)} runs): {clock(summary['median_confirmed_s'])}"
-              f" (spread {clock(min(times))} to {clock(max(times))}) on {summary['machine']}, device {args.device}")
+              f" (spread {clock(min(times))} to {clock(max(times))}) on {summary['gpu'] or summary['machine']}, "
+              f"device {args.device}")
     else:
         print(f"no run found a confirmed hit (of {len(runs)})")
     print(json.dumps(summary))
@@ -145,6 +148,16 @@ def check_pruned(sweep_dir, device):
     hits = [r["trial"] for r in results if r["would_have_hit"]]
     print(f"{len(results)} pruned trials run to the end: {len(hits)} would have hit {hits if hits else ''}".rstrip())
     print(json.dumps(dict(sweep_dir=str(sweep_dir), machine=_machine(), pruned=results, would_have_hit=hits)))
+
+
+def _gpu():
+    """The GPU's name as nvidia-smi gives it (without importing torch here), or None."""
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                           timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
 
 
 def _has_enqueue(code):
