@@ -1,5 +1,5 @@
-"""The board a sweep's slots share (sweeper/engine/slots.py): a trial's extra runs wait there, the oldest trial's
-first, and the first run that settles a trial cancels the rest. No sweep, no storage: the unit alone."""
+"""The board a sweep's slots share (sweeper/engine/slots.py): a trial's extra runs wait there, those of the trial
+that hit first go first, and the first run that settles a trial cancels the rest. No sweep, no storage: the unit alone."""
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,15 +22,26 @@ def runs(n, seeds):
     return [([f"x={n}", f"seed={s}"], Path(f"{n}/seed{s}")) for s in seeds]
 
 
-def test_extra_runs_wait_for_slots_oldest_trial_first():
+def test_extra_runs_wait_for_slots_the_first_hit_first():
     b = board_with(3, 5)
     assert b.take() is None and b.busy()          # no trial's own run has ended yet
     b.more(5, Verdict("ok", [0.995]), runs(5, (1, 2)))
-    b.more(3, Verdict("ok", [0.996]), runs(3, (1,)))
+    b.more(3, Verdict("ok", [0.996]), runs(3, (1,)))   # trial 3 hit later: it waits for trial 5's seeds
     taken = [b.take() for _ in range(4)]
-    assert [(o.trial.number, index) for o, index, _, _ in taken[:3]] == [(3, 1), (5, 1), (5, 2)]
+    assert [(o.trial.number, index) for o, index, _, _ in taken[:3]] == [(5, 1), (5, 2), (3, 1)]
     assert taken[3] is None
-    assert taken[1][2] == ["x=5", "seed=1"] and taken[1][3] == Path("5/seed1")
+    assert taken[0][2] == ["x=5", "seed=1"] and taken[0][3] == Path("5/seed1")
+
+
+def test_a_slot_that_got_no_trial_stays_while_another_is_adding_one():
+    b = Board()
+    b.asks(+1)                                     # another slot asked and got trial 0, and has not added it yet
+    assert b.busy()                                # so a slot whose ask came back empty waits for its extra runs
+    b.add(trial(0), ["x=0"], Path("0"))
+    b.asks(-1)
+    assert b.busy()
+    b.close(0)
+    assert not b.busy()
 
 
 def test_the_run_that_settles_a_trial_cancels_the_others_and_later_results_are_left_out():

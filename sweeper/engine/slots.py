@@ -3,9 +3,10 @@ this module has them run.
 
 A trial runs once, then maybe again: after its own run, its policy's `again` may ask for more runs (the MNIST policy:
 a hit on more seeds). Those wait on the board, and the next free slot takes one ahead of a new trial, so with two
-free slots seeds +1 and +2 run at once. The first of them that settles the trial (`policy.decides`: a seed that
+free slots seeds +1 and +2 run at once; of two trials that hit, the first to hit is confirmed first. The first of them that settles the trial (`policy.decides`: a seed that
 misses) cancels the trial's other runs. Whichever slot ends a trial's last run hands the trial's verdict to the sweep.
 """
+import itertools
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Open:
     running: dict = field(default_factory=dict)    # index -> (overrides, run dir)
     ended: dict = field(default_factory=dict)      # index -> Verdict
     settled: Optional[str] = None                   # why its remaining runs were cancelled
+    queued: int = 0                                 # when its runs began to wait: the trial that hit first goes first
 
     def verdicts(self):
         return [self.first] + [self.ended[i] for i in sorted(self.ended)]
@@ -44,6 +46,7 @@ class Board:
         self.cond = threading.Condition()
         self.open = {}   # trial number -> Open
         self.asking = 0  # slots between asking for a trial and adding it: a slot that got none must not leave yet
+        self.order = itertools.count()
 
     def add(self, trial, overrides, job_dir):
         with self.cond:
@@ -53,19 +56,21 @@ class Board:
         """The trial's own run ended as `first`; `runs` [(overrides, run dir)] wait for free slots."""
         with self.cond:
             o = self.open[number]
-            o.first = first
+            o.first, o.queued = first, next(self.order)
             o.waiting = [(i, overrides, run_dir) for i, (overrides, run_dir) in enumerate(runs, start=1)]
             self.cond.notify_all()
 
     def take(self):
-        """The next waiting run, the oldest trial's first: (Open, index, overrides, run dir), or None."""
+        """The next waiting run, of the trial whose runs began to wait first (the first hit is the first confirmed):
+        (Open, index, overrides, run dir), or None."""
         with self.cond:
-            for o in self.open.values():
-                if o.waiting and o.settled is None:
-                    index, overrides, run_dir = o.waiting.pop(0)
-                    o.running[index] = overrides, run_dir
-                    return o, index, overrides, run_dir
-        return None
+            ready = [o for o in self.open.values() if o.waiting and o.settled is None]
+            if not ready:
+                return None
+            o = min(ready, key=lambda o: o.queued)
+            index, overrides, run_dir = o.waiting.pop(0)
+            o.running[index] = overrides, run_dir
+            return o, index, overrides, run_dir
 
     def ended(self, o, index, verdict, settles):
         """Run `index` of `o` ended as `verdict`; `settles(verdict)` says whether it settles the trial alone.
