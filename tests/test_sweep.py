@@ -43,7 +43,7 @@ def test_plugin_is_discovered_and_searches_compose():
     for sampler in ["tpe", "random", "cmaes", "nsgaii", "gp"]:
         cfg = make_cfg("hparams_search=budget", f"hydra/sweeper/sampler={sampler}", hydra=True)
         assert isinstance(instantiate(cfg.hydra.sweeper.sampler), optuna.samplers.BaseSampler)
-    for pruner in ["median", "hyperband", "none"]:
+    for pruner in ["median", "percentile", "hyperband", "none"]:
         cfg = make_cfg("hparams_search=budget", f"hydra/sweeper/pruner={pruner}", hydra=True)
         assert isinstance(instantiate(cfg.hydra.sweeper.pruner), optuna.pruners.BasePruner)
 

@@ -67,6 +67,18 @@ class MedianPrunerConf:
 
 
 @dataclass
+class PercentilePrunerConf:
+    # median's rule at another percentile: at 10, a trial is stopped only when it is worse than nearly every trial
+    # at the same epoch (a diverging lr), since one epoch's test accuracy says little about the last one's
+    _target_: str = "optuna.pruners.PercentilePruner"
+    percentile: float = 10.0
+    n_startup_trials: int = 4
+    n_warmup_steps: int = 2
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
 class HyperbandPrunerConf:
     _target_: str = "optuna.pruners.HyperbandPruner"
     min_resource: int = 1
@@ -122,7 +134,8 @@ class OptunaSweeperConf:
 
 SAMPLERS = dict(tpe=TPESamplerConf, random=RandomSamplerConf, cmaes=CmaEsSamplerConf, nsgaii=NSGAIISamplerConf,
                 gp=GPSamplerConf, grid=GridSamplerConf)
-PRUNERS = dict(median=MedianPrunerConf, hyperband=HyperbandPrunerConf, none=NopPrunerConf)
+PRUNERS = dict(median=MedianPrunerConf, percentile=PercentilePrunerConf, hyperband=HyperbandPrunerConf,
+               none=NopPrunerConf)
 
 
 def register_configs():
