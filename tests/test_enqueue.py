@@ -26,6 +26,14 @@ def test_enqueued_params_run_first_and_a_resumed_study_does_not_run_them_again(t
                                                                                           if p["x"] == -3])
 
 
+def test_a_param_fixed_on_the_command_line_is_left_out_of_the_enqueued_dicts(tmp_path):
+    # x=1 fixes x for every trial, so {x: 2, y: 0} runs as y=0 and {x: -3}, with nothing left, not at all
+    db = f"hydra.sweeper.storage=sqlite:///{tmp_path}/s.db"
+    ok(run(tmp_path, db, ENQUEUE, "x=1", "hydra.sweeper.n_trials=2"))
+    first = params(tmp_path)
+    assert first[0] == {"y": 0} and len(first) == 2
+
+
 @pytest.mark.parametrize("enqueue, line", [
     ("[{z: 1}]", "hydra.sweeper.enqueue: z=1 is not a param of the search space (x, y)"),
     ("[{x: 7}]", "hydra.sweeper.enqueue: x=7 is outside its search space: an integer from -5 to 4"),

@@ -114,9 +114,12 @@ def grid(space):
     return out
 
 
-def check_params(space, params):
+def check_params(space, params, fixed=()):
     """A dict of params to enqueue -> the same, each key a param of the space and each value one it can sample;
-    SpaceError names the first that is not."""
+    SpaceError names the first that is not. Keys that `fixed` (parse's) sets are left out: the command line's value
+    wins there, as in every other trial (`trainer.epochs=1` on a search that enqueues epochs)."""
+    fixed_keys = {line.split("=", 1)[0].lstrip("+~") for line in fixed}
+    params = {k: v for k, v in params.items() if k not in fixed_keys}
     for key, value in params.items():
         d = space.get(key)
         if d is None:

@@ -103,7 +103,8 @@ class OptunaSweep:
         except ValueError as e:
             raise SweepError(str(e)) from None
         try:
-            self.enqueue = [sp.check_params(self.space, p) for p in self.settings.enqueue]
+            checked = [sp.check_params(self.space, p, self.fixed) for p in self.settings.enqueue]
+            self.enqueue = [p for p in checked if p]   # a dict whose keys the command line all fixed runs nothing
         except sp.SpaceError as e:
             raise SweepError(f"hydra.sweeper.enqueue: {e}") from None
         self.extend = _custom_search_space(self.custom_search_space, self.config)
