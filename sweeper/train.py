@@ -18,9 +18,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sweeper.engine import worker
-from sweeper.mnist import data, metrics as mx, overrides
+from sweeper.mnist import metrics as mx, overrides
 from sweeper.mnist.checks import ConfigError, check_config
-from sweeper.mnist.trial import Pruned, Rejected, TrialFailed, pick_device, train
+from sweeper.mnist.files import DataError, check_files
+
+# sweeper/mnist/trial.py imports torch (about a second): only a process that trains pays for it, not a refused
+# command, nor a sweep whose trials run in worker processes
 
 log = logging.getLogger(__name__)
 CONFIG_PATH, CONFIG_NAME = "../conf", "train"   # relative to this file, as hydra.main takes it
@@ -58,6 +61,7 @@ class CheckOutputDir(Callback):
 
 @hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    from sweeper.mnist.trial import Pruned, Rejected, TrialFailed, train
     hc = HydraConfig.get()
     in_sweep = hc.mode == RunMode.MULTIRUN or worker.in_sweep()
     try:
@@ -74,7 +78,7 @@ def main(cfg: DictConfig) -> float:
     except Pruned as e:
         import optuna
         raise optuna.TrialPruned(str(e)) from None
-    except (ConfigError, InstantiationException, data.DataError, TrialFailed) as e:
+    except (ConfigError, InstantiationException, DataError, TrialFailed) as e:
         if in_sweep:
             raise  # the sweeper records the trial as failed and goes on
         print(f"error: {e}", file=sys.stderr)
@@ -106,10 +110,11 @@ def check_command(argv):
         return   # --help, --cfg, ... or a command Hydra refuses in its own words
     cfg, swept = checked.cfg, checked.swept
     check_config(cfg, swept)
-    if "device" not in swept:
+    if "device" not in swept and cfg.device not in ("auto", "cpu"):
+        from sweeper.mnist.trial import pick_device   # torch: is CUDA (or MPS) here?
         pick_device(cfg.device)
     if not cfg.data.download and not swept & {"data.root", "data.download"}:
-        data.check_files(cfg.data.root)
+        check_files(cfg.data.root)
 
 
 def cli():
@@ -117,7 +122,7 @@ def cli():
     if not worker.in_sweep():   # a sweep's worker runs what its sweep checked at its start
         try:
             check_command(sys.argv[1:])
-        except (overrides.OverrideError, ConfigError, data.DataError) as e:
+        except (overrides.OverrideError, ConfigError, DataError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
     try:

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import ROOT, make_cfg
 from sweeper.compare import main
-from sweeper.train import Rejected, train
+from sweeper.mnist.trial import Rejected, train
 
 TINY = ["data.train_subset=1000", "data.test_subset=200", "trainer.epochs=1", "trainer.batch_size=32"]  # ~1 s
 PNG = b"\x89PNG\r\n\x1a\n"
