@@ -48,6 +48,26 @@ def test_plugin_is_discovered_and_searches_compose():
         assert isinstance(instantiate(cfg.hydra.sweeper.pruner), optuna.pruners.BasePruner)
 
 
+def test_budgets_pruner_stops_only_a_trial_worse_than_nine_in_ten_at_the_same_epoch():
+    # Optuna's PercentilePruner keeps the top `percentile` %: budget's must prune the worst tenth, not keep the best
+    pruner = instantiate(make_cfg("hparams_search=budget", hydra=True).hydra.sweeper.pruner)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for acc in (0.95, 0.96, 0.97, 0.975, 0.98, 0.981, 0.982, 0.983, 0.985, 0.99):   # finished, acc at epochs 1-3
+        t = study.ask()
+        for step in (1, 2, 3):
+            t.report(acc, step)
+        study.tell(t, acc)
+
+    def pruned_at_epoch_2(acc):
+        t = study.ask()
+        t.report(acc, 1)
+        t.report(acc, 2)
+        return t.should_prune()
+    assert pruned_at_epoch_2(0.94)                 # below every finished trial
+    assert not pruned_at_epoch_2(0.965)            # below the median, above the worst tenth
+    assert not pruned_at_epoch_2(0.99)
+
+
 def test_sampler_and_pruner_also_take_a_plain_name():
     from hydra_plugins.mnist_optuna_sweeper.config import PRUNERS, SAMPLERS, by_name
     assert isinstance(instantiate(by_name("pruner", "hyperband", PRUNERS)), optuna.pruners.HyperbandPruner)

@@ -68,10 +68,10 @@ class MedianPrunerConf:
 
 @dataclass
 class PercentilePrunerConf:
-    # median's rule at another percentile: at 10, a trial is stopped only when it is worse than nearly every trial
-    # at the same epoch (a diverging lr), since one epoch's test accuracy says little about the last one's
+    # median's rule at another percentile. Optuna keeps the top `percentile` %: at 90, a trial is stopped only when
+    # it is worse than 9 in 10 at the same epoch (a diverging lr), since one epoch's accuracy says little of the last
     _target_: str = "optuna.pruners.PercentilePruner"
-    percentile: float = 10.0
+    percentile: float = 90.0
     n_startup_trials: int = 4
     n_warmup_steps: int = 2
     interval_steps: int = 1

@@ -44,7 +44,7 @@ GROUPS = {
                                  "one run of the trial",
                            keys="`hydra.sweeper.*`", options={
         "budget": "maximise final test accuracy over model family, width, dropout, augment, scheduler, optimizer, "
-                  "lr, batch size and epochs (8, 10 or 12); TPE, the 10th-percentile pruner, 20 trials, 2 at a time",
+                  "lr, batch size and epochs (8, 10 or 12); TPE, a pruner of the worst 10 %, 20 trials, 2 at a time",
         "smallest": "the fewest parameters that still reach `budget.target_acc`: minimise the param count with "
                     "`final_test_acc ≥ target` (on the worst seed) as a constraint; each hit confirmed on two more "
                     "seeds; the space narrowed down by the hunt ([The smallest net](#the-smallest-net))",
