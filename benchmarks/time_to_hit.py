@@ -86,8 +86,8 @@ def main():
             runs.append(run)
             print(describe(run), flush=True)
     times = [r["confirmed_s"] for r in runs if r["confirmed_s"] is not None]
-    summary = dict(machine=_machine(), gpu=_gpu(), device=args.device, threads=os.cpu_count(), overrides=args.overrides,
-                   checkout=str(code), runs=runs, repeats=len(runs), confirmed=len(times),
+    summary = dict(machine=_machine(), gpu=_gpu(), device=args.device, threads=os.cpu_count(),
+                   overrides=args.overrides, checkout=str(code), runs=runs, repeats=len(runs), confirmed=len(times),
                    median_confirmed_s=statistics.median(times) if times else None,
                    min_confirmed_s=min(times, default=None), max_confirmed_s=max(times, default=None))
     if times:

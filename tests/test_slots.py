@@ -1,5 +1,6 @@
 """The board a sweep's slots share (sweeper/engine/slots.py): a trial's extra runs wait there, those of the trial
-that hit first go first, and the first run that settles a trial cancels the rest. No sweep, no storage: the unit alone."""
+that hit first go first, and the first run that settles a trial cancels the rest. No sweep, no storage: the unit
+alone."""
 from pathlib import Path
 from types import SimpleNamespace
 

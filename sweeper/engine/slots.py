@@ -3,8 +3,8 @@ this module has them run.
 
 A trial runs once, then maybe again: after its own run, its policy's `again` may ask for more runs (the MNIST policy:
 a hit on more seeds). Those wait on the board, and the next free slot takes one ahead of a new trial, so with two
-free slots seeds +1 and +2 run at once; of two trials that hit, the first to hit is confirmed first. The first of them that settles the trial (`policy.decides`: a seed that
-misses) cancels the trial's other runs. Whichever slot ends a trial's last run hands the trial's verdict to the sweep.
+free slots seeds +1 and +2 run at once; of two trials that hit, the first to hit is confirmed first. The first run
+that settles the trial (`policy.decides`: a seed that misses) cancels the trial's other runs. Whichever slot ends a trial's last run hands the trial's verdict to the sweep.
 """
 import itertools
 import logging
