@@ -52,7 +52,7 @@ def test_budgets_pruner_stops_only_a_trial_worse_than_nine_in_ten_at_the_same_ep
     # Optuna's PercentilePruner keeps the top `percentile` %: budget's must prune the worst tenth, not keep the best
     pruner = instantiate(make_cfg("hparams_search=budget", hydra=True).hydra.sweeper.pruner)
     study = optuna.create_study(direction="maximize", pruner=pruner)
-    for acc in (0.95, 0.96, 0.97, 0.975, 0.98, 0.981, 0.982, 0.983, 0.985, 0.99):   # finished, acc at epochs 1-3
+    for acc in (0.95, 0.96, 0.97, 0.975, 0.98, 0.981, 0.982, 0.983, 0.985, 0.99):   # finished: epochs 1-3
         t = study.ask()
         for step in (1, 2, 3):
             t.report(acc, step)
